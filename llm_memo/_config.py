@@ -1,0 +1,183 @@
+"""Process-wide defaults, TTL parsing and cache modes.
+
+Precedence, most specific first:
+
+* **backend, ttl, strict**: the decorator's argument, then :func:`configure`, then
+  the environment (``LLM_MEMO_BACKEND``, ``LLM_MEMO_TTL``), then the default
+  (memory, no expiry, fail-open).
+* **mode**: a ``with llm_memo.mode(...)`` block, then ``LLM_MEMO_MODE``, then the
+  decorator's ``mode=``, then :func:`configure`, then ``"readwrite"``. The runtime
+  switches win over code on purpose: ``LLM_MEMO_MODE=replay`` must make a CI run
+  offline without editing any decorator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import datetime as _dt
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+__all__ = ["MODES", "UNSET", "Mode", "configure", "mode", "parse_ttl"]
+
+Mode = Literal["readwrite", "readonly", "refresh", "replay", "off"]
+MODES: Final = ("readwrite", "readonly", "refresh", "replay", "off")
+
+
+class _Unset:
+    """The type of :data:`UNSET`: "option not given", so ``ttl=None`` can mean "never expires"."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+UNSET: Final = _Unset()
+
+_TTL_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
+_TTL_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_ttl(ttl: Any, *, name: str = "ttl") -> float | None:
+    """``None`` (never), seconds, a ``timedelta``, or ``"90s"``/``"30m"``/``"12h"``/``"7d"``/``"1h30m"``."""
+    if ttl is None:
+        return None
+    if isinstance(ttl, _dt.timedelta):
+        seconds = ttl.total_seconds()
+    elif isinstance(ttl, bool):
+        raise TypeError(f"{name}={ttl!r}: expected seconds, a timedelta or a string like '7d'")
+    elif isinstance(ttl, int | float):
+        seconds = float(ttl)
+    elif isinstance(ttl, str):
+        text = ttl.strip().lower()
+        if text in ("none", "never", ""):
+            return None
+        try:
+            seconds = float(text)
+        except ValueError:
+            pos, seconds = 0, 0.0
+            for match in _TTL_RE.finditer(text):
+                if text[pos : match.start()].strip():
+                    break
+                seconds += float(match.group(1)) * _TTL_UNITS[match.group(2)]
+                pos = match.end()
+            if pos == 0 or text[pos:].strip():
+                raise ValueError(
+                    f"{name}={ttl!r}: cannot parse; use seconds or a duration like '90s', '30m', '12h', '7d'"
+                ) from None
+    else:
+        raise TypeError(f"{name}={ttl!r}: expected seconds, a timedelta or a string like '7d'")
+    if not seconds > 0 or seconds != seconds or seconds == float("inf"):
+        raise ValueError(f"{name}={ttl!r}: must be a positive duration, or None for no expiry")
+    return seconds
+
+
+def check_mode(value: str, *, name: str = "mode") -> Mode:
+    if value not in MODES:
+        raise ValueError(f"{name}={value!r}: use one of {', '.join(MODES)}")
+    return value  # type: ignore[return-value]
+
+
+@dataclass
+class Settings:
+    """What :func:`configure` set. ``UNSET`` fields fall through to the environment."""
+
+    backend: Any = UNSET
+    ttl: Any = UNSET
+    mode: Any = UNSET
+    strict: Any = UNSET
+    store_material: bool = True
+    #: Bumped by configure(), so cached functions re-resolve their defaults.
+    generation: int = 0
+
+
+settings = Settings()
+
+_mode_override: contextvars.ContextVar[Mode | None] = contextvars.ContextVar("llm_memo_mode", default=None)
+
+
+def configure(
+    *,
+    backend: Any = UNSET,
+    ttl: Any = UNSET,
+    mode: Any = UNSET,
+    strict: Any = UNSET,
+    store_material: bool | None = None,
+) -> None:
+    """Set defaults for every cached function that did not set the option itself.
+
+    Call it before or after decorating: a function reads its defaults on its next
+    call. ``configure(backend=UNSET)`` (or no arguments) leaves an option as it is;
+    pass ``reset=True``-style behaviour by calling :func:`reset_configuration`.
+    ``store_material=False`` stops storing key material beside entries (used by
+    ``llm-memo explain``).
+    """
+    if ttl is not UNSET:
+        parse_ttl(ttl)
+    if mode is not UNSET:
+        check_mode(mode)
+    for name, value in (("backend", backend), ("ttl", ttl), ("mode", mode), ("strict", strict)):
+        if value is not UNSET:
+            setattr(settings, name, value)
+    if store_material is not None:
+        settings.store_material = store_material
+    settings.generation += 1
+
+
+def reset_configuration() -> None:
+    """Forget everything :func:`configure` set (the environment applies again)."""
+    for name in ("backend", "ttl", "mode", "strict"):
+        setattr(settings, name, UNSET)
+    settings.store_material = True
+    settings.generation += 1
+
+
+@contextlib.contextmanager
+def mode(value: Mode) -> Iterator[None]:
+    """Apply a cache mode to every cached call inside the block (threads and tasks started
+    inside inherit it through the context; others are unaffected)."""
+    token = _mode_override.set(check_mode(value))
+    try:
+        yield
+    finally:
+        _mode_override.reset(token)
+
+
+def effective_mode(declared: Mode | None) -> Mode:
+    """The mode a call runs in now (see the precedence in the module docstring)."""
+    override = _mode_override.get()
+    if override is not None:
+        return override
+    env = os.environ.get("LLM_MEMO_MODE")
+    if env:
+        return check_mode(env.strip().lower(), name="LLM_MEMO_MODE")
+    if declared is not None:
+        return declared
+    if settings.mode is not UNSET:
+        return settings.mode  # type: ignore[no-any-return]
+    return "readwrite"
+
+
+def default_backend_spec() -> Any:
+    if settings.backend is not UNSET:
+        return settings.backend
+    return os.environ.get("LLM_MEMO_BACKEND") or "memory"
+
+
+def default_ttl() -> float | None:
+    if settings.ttl is not UNSET:
+        return parse_ttl(settings.ttl)
+    env = os.environ.get("LLM_MEMO_TTL")
+    return parse_ttl(env, name="LLM_MEMO_TTL") if env else None
+
+
+def default_strict() -> bool:
+    if settings.strict is not UNSET:
+        return bool(settings.strict)
+    return os.environ.get("LLM_MEMO_STRICT", "").strip().lower() in ("1", "true", "yes")

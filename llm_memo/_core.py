@@ -1,0 +1,470 @@
+"""The memo logic, written once: build key, look up, decide, call, store, count.
+
+The sync and async drivers (and the streaming ones in ``_stream``) are short
+loops around these steps that differ only in how they wait for I/O.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import threading
+import time
+import typing
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
+from . import _config
+from ._binding import Binder, materialize
+from ._config import UNSET, Mode, check_mode, effective_mode, parse_ttl, settings
+from ._flight import AsyncFlights, Flights
+from ._log import log, warn_limited
+from .backends import MISS, Backend, from_url
+from .errors import BackendError, CacheMiss, CorruptEntry, UncacheableArgument, UnstorableResult
+from .keys import canonical, digest, fingerprint, key_material, material_bytes
+from .serialize import TypeRegistry, decode_value, encode_value, pack_entry, unpack_entry
+
+__all__ = ["CacheInfo", "Call", "Memo", "all_memos"]
+
+
+class CacheInfo(NamedTuple):
+    """Counters of one cached function (``f.cache_info()``)."""
+
+    hits: int
+    misses: int
+    coalesced: int
+    stores: int
+    skipped: int
+    errors: int
+
+
+class Call(NamedTuple):
+    """One call, ready for the cache: its key and the arguments to pass on."""
+
+    key: str
+    fingerprint: bytes
+    material: bytes
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+_FIELDS = CacheInfo._fields
+
+_memos: weakref.WeakSet[Memo] = weakref.WeakSet()
+
+#: With ``samples``, the per-key turn counters are forgotten beyond this many keys.
+_MAX_TRACKED_KEYS = 100_000
+
+
+def all_memos() -> list[Memo]:
+    """Every live cached function's memo (for process-wide stats)."""
+    return list(_memos)
+
+
+def resolve_backend(spec: Any) -> Backend:
+    if isinstance(spec, Backend):
+        return spec
+    if isinstance(spec, str):
+        return from_url(spec)
+    if isinstance(spec, tuple | list):
+        from .backends.tiered import TieredBackend
+
+        tiered: Backend = TieredBackend([resolve_backend(s) for s in spec])
+        return tiered
+    # Anything with the backend methods works too (duck typing), e.g. a user class.
+    if all(callable(getattr(spec, m, None)) for m in ("get", "set", "delete", "clear")):
+        return spec  # type: ignore[no-any-return]
+    raise TypeError(f"backend={spec!r}: expected a URL string like 'disk' or 'redis://...', or a Backend")
+
+
+def _return_annotation(func: Callable[..., Any]) -> Any:
+    """The function's return annotation, resolved even for classes local to a function.
+
+    With ``from __future__ import annotations`` the annotation is a string; names
+    the function closes over (a class defined beside it) resolve too.
+    """
+    try:
+        return typing.get_type_hints(func).get("return")
+    except Exception:
+        pass
+    try:
+        local = inspect.getclosurevars(func).nonlocals
+        return typing.get_type_hints(func, localns=dict(local)).get("return")
+    except Exception:
+        return None
+
+
+class Memo:
+    """The state and steps shared by every driver of one cached function."""
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        *,
+        backend: Any = UNSET,
+        ttl: Any = UNSET,
+        namespace: str | None = None,
+        version: Any = None,
+        ignore: Iterable[str] = (),
+        key: Callable[..., Any] | None = None,
+        strict: Any = UNSET,
+        mode: Mode | None = None,
+        cache_if: Callable[[Any], bool] | None = None,
+        samples: int | None = None,
+        types: Iterable[type] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1):
+            raise ValueError(f"samples={samples!r}: expected a positive int, or None for one result per key")
+        self.samples = samples
+        self._turns: dict[str, int] = {}
+        self.flights = Flights()
+        self.aflights = AsyncFlights()
+        self.func = func
+        self.namespace = namespace or f"{func.__module__}.{func.__qualname__}"
+        self.version = version
+        self._version = canonical(version)  # fails fast on an unencodable version
+        self.ignore = tuple(ignore)
+        self.key_fn = key
+        self.cache_if = cache_if
+        self.clock = clock
+        self.mode = check_mode(mode) if mode is not None else None
+        self._extra_types = tuple(types)
+        self._types: TypeRegistry | None = None
+        self.binder = Binder(inspect.signature(func), self.ignore)
+        self._opt_backend = backend
+        self._opt_ttl = parse_ttl(ttl) if ttl is not UNSET else UNSET
+        self._opt_strict = strict
+        self._generation = -1
+        self._backend: Backend | None = None
+        self._ttl: float | None = None
+        self._strict = False
+        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(_FIELDS, 0)
+        _memos.add(self)
+
+    # ---------------------------------------------------------------- settings
+
+    def _refresh(self) -> None:
+        """Resolve options left to the defaults; again after every configure()."""
+        gen = settings.generation
+        spec = self._opt_backend if self._opt_backend is not UNSET else _config.default_backend_spec()
+        self._backend = resolve_backend(spec)
+        opt_ttl = self._opt_ttl
+        self._ttl = opt_ttl if opt_ttl is None or isinstance(opt_ttl, float) else _config.default_ttl()
+        self._strict = bool(self._opt_strict) if self._opt_strict is not UNSET else _config.default_strict()
+        self._generation = gen
+
+    @property
+    def backend(self) -> Backend:
+        if self._generation != settings.generation or self._backend is None:
+            self._refresh()
+        assert self._backend is not None
+        return self._backend
+
+    @property
+    def ttl(self) -> float | None:
+        if self._generation != settings.generation:
+            self._refresh()
+        return self._ttl
+
+    @property
+    def strict(self) -> bool:
+        if self._generation != settings.generation:
+            self._refresh()
+        return self._strict
+
+    @property
+    def types(self) -> TypeRegistry:
+        # Resolved on first use: a method may name its own class, which does not
+        # exist yet while the class body is being decorated.
+        if self._types is None:
+            self._types = TypeRegistry.from_annotation(_return_annotation(self.func), self._extra_types)
+        return self._types
+
+    def current_mode(self) -> Mode:
+        return effective_mode(self.mode)
+
+    # ---------------------------------------------------------------- counting
+
+    def count(self, field: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[field] += n
+
+    def info(self) -> CacheInfo:
+        with self._lock:
+            return CacheInfo(**self._counts)
+
+    def reset_info(self) -> None:
+        with self._lock:
+            self._counts = dict.fromkeys(_FIELDS, 0)
+
+    # ---------------------------------------------------------------- keys
+
+    def prepare(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call | None:
+        """Build the call's key; ``None`` when the arguments do not fit the signature.
+
+        With ``samples=N`` each call of a key takes the next of N slots in turn, so
+        the i-th call gets sample ``i % N`` (see :meth:`next_sample`).
+        """
+        args, kwargs = materialize(args, kwargs)
+        arguments = self._arguments(instance, args, kwargs)
+        if arguments is MISS:
+            return None
+        material = key_material(self.namespace, self._version, arguments)
+        if self.samples is not None:
+            base = digest(material_bytes(material))
+            material["s"] = self.next_sample(base)
+        data = material_bytes(material)
+        return Call(digest(data), fingerprint(data), data, args, kwargs)
+
+    def _arguments(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        full = args if instance is None else (instance, *args)
+        if self.key_fn is not None:
+            try:
+                return canonical(self.key_fn(*full, **kwargs))
+            except UncacheableArgument as exc:
+                raise exc.with_prefix("key(...)") from None
+        bound = self.binder.bind(full, kwargs)
+        if bound is None:
+            return MISS
+        arguments = {}
+        for name, value in bound.items():
+            try:
+                arguments[name] = canonical(value)
+            except UncacheableArgument as exc:
+                if name in ("self", "cls") and not exc.path:
+                    raise UncacheableArgument(
+                        name,
+                        value,
+                        "instances cannot be told apart: define __llm_memo_key__() returning what "
+                        "identifies the object, make it a dataclass or pydantic model, or pass "
+                        f"ignore=['{name}'] if every instance answers alike",
+                    ) from None
+                raise exc.with_prefix(name) from None
+        return arguments
+
+    def next_sample(self, base_key: str) -> int:
+        assert self.samples is not None
+        with self._lock:
+            turn = self._turns.get(base_key, 0)
+            if len(self._turns) >= _MAX_TRACKED_KEYS and base_key not in self._turns:
+                self._turns.clear()  # bounded memory; a cleared key restarts at sample 0
+            self._turns[base_key] = turn + 1
+        return turn % self.samples
+
+    def keys_for(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
+        """Every storage key of a call: one, or one per sample slot."""
+        arguments = self._arguments(instance, *materialize(args, kwargs))
+        if arguments is MISS:
+            # Let the signature explain what is wrong with the arguments.
+            full = (instance, *args) if instance is not None else args
+            inspect.signature(self.func).bind(*full, **kwargs)
+            raise TypeError("arguments do not match the function's signature")  # pragma: no cover
+        material = key_material(self.namespace, self._version, arguments)
+        if self.samples is None:
+            return [digest(material_bytes(material))]
+        return [digest(material_bytes({**material, "s": slot})) for slot in range(self.samples)]
+
+    def key_for(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        """The key of a call (the first sample slot's, with ``samples``), without counting a turn."""
+        return self.keys_for(instance, args, kwargs)[0]
+
+    # ---------------------------------------------------------------- faults
+
+    def fault(self, op: str, exc: BaseException) -> None:
+        """A backend operation failed: raise in strict mode, else log and go on."""
+        self.count("errors")
+        backend = self._backend.url if self._backend is not None else "?"
+        if self.strict:
+            raise BackendError(f"{op} on {backend} failed: {type(exc).__name__}: {exc}") from exc
+        warn_limited(
+            f"fault:{backend}:{op}:{type(exc).__name__}",
+            "llm_memo: %s on %s failed (%s: %s); continuing without the cache",
+            op,
+            backend,
+            type(exc).__name__,
+            exc,
+        )
+
+    # ---------------------------------------------------------------- entries
+
+    def decode(self, call: Call, data: bytes | Any) -> Any:
+        """Stored bytes to a fresh value, or MISS (counted either way)."""
+        if data is MISS:
+            self.count("misses")
+            return MISS
+        try:
+            entry = unpack_entry(data, call.fingerprint)
+            if entry.expires is not None and self.clock() >= entry.expires:
+                self.count("misses")
+                return MISS
+            value = decode_value(entry.value, self.types)
+        except CorruptEntry as exc:
+            self.count("misses")
+            warn_limited(
+                f"corrupt:{self.namespace}:{exc}",
+                "llm_memo: ignoring entry %s... of %s: %s",
+                call.key[:16],
+                self.namespace,
+                exc,
+            )
+            return MISS
+        self.count("hits")
+        log.debug("llm_memo hit %s %s", self.namespace, call.key[:16])
+        return value
+
+    def encode(self, call: Call, value: Any, snapshot: bytes | None = None) -> bytes | None:
+        """The entry to store for ``value``, or None when it must not be stored.
+
+        ``snapshot`` is the value already encoded (streams encode each item as it
+        passes, before the consumer can mutate it).
+        """
+        if self.cache_if is not None:
+            try:
+                keep = self.cache_if(value)
+            except Exception as exc:
+                warn_limited(f"cache_if:{self.namespace}", "llm_memo: cache_if raised %r; not storing", exc)
+                keep = False
+            if not keep:
+                self.count("skipped")
+                return None
+        try:
+            payload = encode_value(value, self.types) if snapshot is None else snapshot
+        except UnstorableResult as exc:
+            self.count("skipped")
+            warn_limited(
+                f"unstorable:{self.namespace}:{type(value).__qualname__}",
+                "llm_memo: not caching the result of %s: %s",
+                self.namespace,
+                exc,
+            )
+            return None
+        now = self.clock()
+        ttl = self.ttl
+        expires = now + ttl if ttl is not None else None
+        material = call.material if settings.store_material else None
+        return pack_entry(payload, call.fingerprint, now, expires, material)
+
+    # ---------------------------------------------------------------- sync I/O
+
+    def lookup(self, call: Call) -> Any:
+        try:
+            data = self.backend.get(self.namespace, call.key)
+        except Exception as exc:
+            self.fault("get", exc)
+            self.count("misses")
+            return MISS
+        return self.decode(call, data)
+
+    def fresh_copy(self, value: Any) -> Any:
+        """An equal, independent copy of a result (for coalesced waiters)."""
+        try:
+            return decode_value(encode_value(value, self.types), self.types)
+        except (UnstorableResult, CorruptEntry):
+            try:
+                return copy.deepcopy(value)
+            except Exception:
+                return value  # uncopyable (a client, a lock): share it rather than fail
+
+    def store(self, call: Call, value: Any, snapshot: bytes | None = None) -> None:
+        entry = self.encode(call, value, snapshot)
+        if entry is None:
+            return
+        try:
+            self.backend.set(self.namespace, call.key, entry, self.ttl)
+        except Exception as exc:
+            self.fault("set", exc)
+            return
+        self.count("stores")
+
+    def invalidate(self, keys: list[str]) -> bool:
+        found = False
+        for key in keys:
+            try:
+                found = self.backend.delete(self.namespace, key) or found
+            except Exception as exc:
+                self.fault("delete", exc)
+        return found
+
+    def clear(self) -> int:
+        try:
+            return self.backend.clear(self.namespace)
+        except Exception as exc:
+            self.fault("clear", exc)
+            return 0
+
+    # ---------------------------------------------------------------- async I/O
+
+    async def alookup(self, call: Call) -> Any:
+        try:
+            data = await self.backend.aget(self.namespace, call.key)
+        except Exception as exc:
+            self.fault("get", exc)
+            self.count("misses")
+            return MISS
+        return self.decode(call, data)
+
+    async def astore(self, call: Call, value: Any, snapshot: bytes | None = None) -> None:
+        entry = self.encode(call, value, snapshot)
+        if entry is None:
+            return
+        try:
+            await self.backend.aset(self.namespace, call.key, entry, self.ttl)
+        except Exception as exc:
+            self.fault("set", exc)
+            return
+        self.count("stores")
+
+    # ---------------------------------------------------------------- drivers
+
+    def call_sync(self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        mode = effective_mode(self.mode)
+        if mode == "off":
+            return wrapped(*args, **kwargs)
+        call = self.prepare(instance, args, kwargs)
+        if call is None:
+            return wrapped(*args, **kwargs)  # raises the function's own TypeError
+        if mode != "refresh":
+            value = self.lookup(call)
+            if value is not MISS:
+                return value
+            if mode == "replay":
+                raise CacheMiss(self.namespace, call.key)
+
+        def compute() -> Any:
+            result = wrapped(*call.args, **call.kwargs)
+            if mode != "readonly":
+                self.store(call, result)
+            return result
+
+        value, led = self.flights.run(call.key, compute, self.fresh_copy)
+        if not led:
+            self.count("coalesced")
+        return value
+
+    async def call_async(self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        mode = effective_mode(self.mode)
+        if mode == "off":
+            return await wrapped(*args, **kwargs)
+        call = self.prepare(instance, args, kwargs)
+        if call is None:
+            return await wrapped(*args, **kwargs)
+        if mode != "refresh":
+            value = await self.alookup(call)
+            if value is not MISS:
+                return value
+            if mode == "replay":
+                raise CacheMiss(self.namespace, call.key)
+
+        async def compute() -> Any:
+            result = await wrapped(*call.args, **call.kwargs)
+            if mode != "readonly":
+                await self.astore(call, result)
+            return result
+
+        value, led = await self.aflights.run(call.key, compute, self.fresh_copy)
+        if not led:
+            self.count("coalesced")
+        return value

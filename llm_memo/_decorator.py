@@ -1,0 +1,205 @@
+"""``@llm_cached``: a wrapt function wrapper with the cache helpers as methods.
+
+The helpers are methods of a ``FunctionWrapper`` subclass and of its matching
+``BoundFunctionWrapper`` subclass, so ``obj.method.cache_info()`` and
+``Cls.method.cache_key(obj, ...)`` work as they do on plain functions. A plain
+``setattr`` on a wrapt wrapper would land on the wrapped function instead.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any, ParamSpec, Protocol, TypeVar, overload
+
+import wrapt
+
+from ._config import Mode
+from ._core import CacheInfo, Memo
+
+__all__ = ["CachedFunction", "llm_cached"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class CachedFunction(Protocol[P, R]):
+    """What ``@llm_cached`` returns: the function, plus cache helpers."""
+
+    __wrapped__: Callable[P, R]
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    def cache_info(self) -> CacheInfo:
+        """Hits, misses, coalesced waiters, stores, skipped stores and backend errors."""
+        ...
+
+    def cache_clear(self) -> int:
+        """Remove this function's entries (and only them); returns how many."""
+        ...
+
+    def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> str:
+        """The 64-hex key this call maps to."""
+        ...
+
+    def cache_invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
+        """Forget this call's entry; True if there was one."""
+        ...
+
+    def cache_parameters(self) -> dict[str, Any]:
+        """The options in force (backend, ttl, namespace, ...)."""
+        ...
+
+    def with_options(self, **options: Any) -> CachedFunction[P, R]:
+        """A variant with some options changed (same namespace, so the same entries)."""
+        ...
+
+
+def _target(wrapped: Any) -> Any:
+    """The plain function under a classmethod/staticmethod object."""
+    return wrapped.__func__ if isinstance(wrapped, classmethod | staticmethod) else wrapped
+
+
+def _driver(memo: Memo, func: Any) -> Callable[..., Any]:
+    # The sync/async choice is made once, here, not on every call.
+    if inspect.isasyncgenfunction(func):
+        from ._stream import AsyncStreamDriver
+
+        return AsyncStreamDriver(memo)
+    if inspect.isgeneratorfunction(func):
+        from ._stream import SyncStreamDriver
+
+        return SyncStreamDriver(memo)
+    if inspect.iscoroutinefunction(func):
+        return memo.call_async
+    return memo.call_sync
+
+
+class _CachedWrapper(wrapt.FunctionWrapper[Any, Any]):
+    def __init__(self, wrapped: Any, memo: Memo, options: dict[str, Any]) -> None:
+        super().__init__(wrapped, _driver(memo, _target(wrapped)))
+        self._self_memo = memo
+        self._self_options = options
+
+    def _memo_and_call(self, args: tuple[Any, ...]) -> tuple[Memo, Any, tuple[Any, ...]]:
+        return self._self_memo, None, args
+
+    def cache_info(self) -> CacheInfo:
+        return self._self_memo.info()
+
+    def cache_clear(self) -> int:
+        return self._self_memo.clear()
+
+    def cache_key(self, *args: Any, **kwargs: Any) -> str:
+        memo, instance, args = self._memo_and_call(args)
+        return memo.key_for(instance, args, kwargs)
+
+    def cache_invalidate(self, *args: Any, **kwargs: Any) -> bool:
+        memo, instance, args = self._memo_and_call(args)
+        return memo.invalidate(memo.keys_for(instance, args, kwargs))
+
+    def cache_parameters(self) -> dict[str, Any]:
+        memo = self._self_memo
+        return {
+            "backend": memo.backend.url,
+            "ttl": memo.ttl,
+            "namespace": memo.namespace,
+            "version": memo.version,
+            "ignore": memo.ignore,
+            "strict": memo.strict,
+            "mode": memo.mode,
+        }
+
+    def with_options(self, **options: Any) -> Any:
+        merged = {**self._self_options, "namespace": self._self_memo.namespace, **options}
+        return llm_cached(**merged)(self.__wrapped__)
+
+
+class _BoundCachedWrapper(wrapt.BoundFunctionWrapper[Any, Any]):
+    def _memo_and_call(self, args: tuple[Any, ...]) -> tuple[Memo, Any, tuple[Any, ...]]:
+        """The instance and arguments the wrapper would see for this call (as wrapt does)."""
+        parent = self._self_parent
+        if self._self_binding in ("function", "callable"):
+            instance = self._self_instance
+            if instance is None and args and isinstance(args[0], self._self_owner):
+                return parent._self_memo, args[0], args[1:]
+            return parent._self_memo, instance, args
+        return parent._self_memo, getattr(self.__wrapped__, "__self__", None), args
+
+    cache_key = _CachedWrapper.cache_key
+    cache_invalidate = _CachedWrapper.cache_invalidate
+
+    def cache_info(self) -> CacheInfo:
+        return self._self_parent.cache_info()  # type: ignore[no-any-return]
+
+    def cache_clear(self) -> int:
+        return self._self_parent.cache_clear()  # type: ignore[no-any-return]
+
+    def cache_parameters(self) -> dict[str, Any]:
+        return self._self_parent.cache_parameters()  # type: ignore[no-any-return]
+
+    def with_options(self, **options: Any) -> Any:
+        variant = self._self_parent.with_options(**options)
+        return variant.__get__(self._self_instance, self._self_owner)
+
+
+_CachedWrapper.__bound_function_wrapper__ = _BoundCachedWrapper  # type: ignore[misc]
+
+
+@overload
+def llm_cached(func: Callable[P, R], /) -> CachedFunction[P, R]: ...
+
+
+@overload
+def llm_cached(
+    *,
+    backend: Any = ...,
+    ttl: Any = ...,
+    namespace: str | None = ...,
+    version: Any = ...,
+    ignore: Iterable[str] = ...,
+    key: Callable[..., Any] | None = ...,
+    strict: bool = ...,
+    mode: Mode | None = ...,
+    cache_if: Callable[[Any], bool] | None = ...,
+    samples: int | None = ...,
+    types: Iterable[type] = ...,
+    clock: Callable[[], float] = ...,
+) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
+
+
+def llm_cached(func: Any = None, /, **options: Any) -> Any:
+    """Cache a function that calls an LLM.
+
+    Use bare (``@llm_cached``) or with keyword options (``@llm_cached(backend="disk",
+    ttl="7d")``). Works on functions, ``async def`` functions, generators, methods,
+    classmethods and staticmethods.
+
+    Options (all keyword-only; unset ones follow :func:`llm_memo.configure` and the
+    environment):
+
+    * ``backend``: ``"memory"`` (default), ``"disk"``, ``"disk:<path>"``,
+      ``"sqlite:<path>"``, ``"redis://..."``, a tuple of these (tiers), or a Backend.
+    * ``ttl``: ``None`` (never expires), seconds, a ``timedelta`` or ``"7d"``.
+    * ``namespace``: defaults to ``module.qualname``; ``version``: bump to invalidate.
+    * ``ignore``: parameter names left out of the key; ``key``: a callable taking
+      the function's arguments and returning the key material instead.
+    * ``strict``: raise :class:`~llm_memo.errors.BackendError` on backend faults
+      instead of carrying on uncached.
+    * ``mode``: ``"readwrite"``, ``"readonly"``, ``"refresh"``, ``"replay"``, ``"off"``.
+    * ``cache_if``: a predicate on the result; False means "do not store".
+    * ``samples``: keep N distinct results per key (for sampled, non-deterministic calls).
+    * ``types``: extra classes the cache may rebuild results as.
+    """
+    if func is None:
+        return lambda f: _wrap(f, options)
+    if not callable(func) and not isinstance(func, classmethod | staticmethod):
+        raise TypeError(
+            f"llm_cached: expected a function, got {type(func).__qualname__}; use @llm_cached(...)"
+        )
+    return _wrap(func, options)
+
+
+def _wrap(func: Any, options: dict[str, Any]) -> Any:
+    memo = Memo(_target(func), **options)
+    return _CachedWrapper(func, memo, options)

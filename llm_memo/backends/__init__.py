@@ -1,0 +1,98 @@
+"""Storage backends, and the URL forms that name them.
+
+=====================  =======================================================
+``"memory"``           the process-wide in-memory LRU
+``"disk"``             diskcache in the default directory (``$LLM_MEMO_DIR/disk``)
+``"disk:<path>"``      diskcache in ``<path>``
+``"sqlite"``           one SQLite file (``$LLM_MEMO_DIR/cache.sqlite3``)
+``"sqlite:<path>"``    one SQLite file at ``<path>``
+``"redis://..."``      Redis (also ``rediss://``, ``unix://``, ``redis+cluster://``)
+=====================  =======================================================
+
+A URL names one shared instance: every function configured with ``"disk"`` uses
+the same store and connections.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from .base import MISS, Backend, Miss, StoredEntry
+
+__all__ = [
+    "MISS",
+    "Backend",
+    "Miss",
+    "StoredEntry",
+    "default_directory",
+    "from_url",
+    "register_scheme",
+]
+
+_instances: dict[str, Backend] = {}
+_lock = threading.Lock()
+
+# scheme -> "module:factory"; a factory takes (url, rest-after-the-colon).
+_schemes: dict[str, str | Callable[[str, str], Backend]] = {
+    "memory": "llm_memo.backends.memory:_from_url",
+    "disk": "llm_memo.backends.disk:_from_url",
+    "sqlite": "llm_memo.backends.sqlite:_from_url",
+    "redis": "llm_memo.backends.redis:_from_url",
+    "rediss": "llm_memo.backends.redis:_from_url",
+    "unix": "llm_memo.backends.redis:_from_url",
+    "redis+cluster": "llm_memo.backends.redis:_from_url",
+    "rediss+cluster": "llm_memo.backends.redis:_from_url",
+}
+
+
+def default_directory() -> Path:
+    """``$LLM_MEMO_DIR``, else ``$XDG_CACHE_HOME/llm-memo``, else ``~/.cache/llm-memo``."""
+    configured = os.environ.get("LLM_MEMO_DIR")
+    if configured:
+        return Path(configured).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "llm-memo"
+
+
+def register_scheme(scheme: str, factory: Callable[[str, str], Backend]) -> None:
+    """Make ``"<scheme>:..."`` URLs build backends with ``factory(url, rest)``."""
+    _schemes[scheme] = factory
+
+
+def from_url(url: str) -> Backend:
+    """The shared backend instance a URL names (see the module docstring)."""
+    scheme, sep, rest = url.partition(":")
+    if not sep:
+        rest = ""
+    factory = _schemes.get(scheme)
+    if factory is None:
+        known = ", ".join(sorted(_schemes))
+        raise ValueError(f"backend={url!r}: unknown backend; use one of {known}, or a Backend instance")
+    key = _normalise(scheme, rest, url)
+    with _lock:
+        backend = _instances.get(key)
+        if backend is None:
+            if isinstance(factory, str):
+                module_name, _, attr = factory.partition(":")
+                factory = getattr(importlib.import_module(module_name), attr)
+            assert callable(factory)
+            backend = _instances[key] = factory(url, rest)
+        return backend
+
+
+def _normalise(scheme: str, rest: str, url: str) -> str:
+    if scheme in ("disk", "sqlite"):
+        # The default location is read now, so a changed LLM_MEMO_DIR gets its own store.
+        return f"{scheme}:{Path(rest).expanduser().resolve() if rest else default_directory()}"
+    return url
+
+
+def _reset_for_tests() -> None:
+    with _lock:
+        for backend in _instances.values():
+            backend.close()
+        _instances.clear()

@@ -1,0 +1,127 @@
+"""A process-safe store on diskcache, holding bytes only: it never unpickles."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import diskcache
+from diskcache.core import MODE_RAW, UNKNOWN
+
+from ..errors import CorruptEntry
+from ._files import ensure_private_dir, touch_private_file
+from .base import MISS, Backend, Miss, StoredEntry
+
+__all__ = ["DiskBackend"]
+
+
+class _BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
+    """diskcache's serialiser, cut down to raw bytes kept inside the database row.
+
+    diskcache pickles any value that is not bytes/str/int/float and unpickles what
+    it finds, so a writable cache directory would mean code execution. Here every
+    read of a pickled row, a text file or a value file raises instead: an entry
+    planted with diskcache's pickle mode is a miss, never a ``pickle.load``. Values
+    stay in the row (no separate value files), so the store is one 0600 database.
+    """
+
+    def put(self, key: Any) -> tuple[Any, bool]:
+        if type(key) is not str:
+            raise TypeError("llm_memo disk keys are strings")
+        return key, True
+
+    def get(self, key: Any, raw: bool) -> Any:
+        if not raw:
+            raise CorruptEntry("refusing a pickled key in the disk store")
+        return key
+
+    def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> tuple[int, int, None, Any]:
+        if type(value) is not bytes:
+            raise TypeError("llm_memo disk values are bytes")
+        return 0, MODE_RAW, None, sqlite3.Binary(value)
+
+    def fetch(self, mode: int, filename: Any, value: Any, read: bool) -> bytes:
+        if mode != MODE_RAW or filename is not None or type(value) is not bytes:
+            raise CorruptEntry("refusing a disk entry that is not raw bytes (pickle or file mode)")
+        return value
+
+
+class DiskBackend(Backend):
+    """Entries in a diskcache ``Cache`` directory (SQLite in WAL mode underneath).
+
+    Safe across threads and processes; connections are reopened after a fork (by
+    diskcache itself). Waits on a locked database are bounded by ``timeout``,
+    after which the operation fails and the front treats it as a miss. The store
+    is culled to ``size_limit`` bytes, oldest-stored first.
+    """
+
+    def __init__(self, directory: str | Path, *, size_limit: int = 2**30, timeout: float = 2.0) -> None:
+        self.directory = Path(directory).expanduser()
+        self.size_limit = size_limit
+        self.timeout = timeout
+        self.url = f"disk:{self.directory}"
+        self._cache: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def cache(self) -> Any:
+        """The underlying ``diskcache.Cache``, opened on first use (never at import)."""
+        cache = self._cache
+        if cache is None:
+            with self._lock:
+                if self._cache is None:
+                    ensure_private_dir(self.directory)
+                    touch_private_file(self.directory / "cache.db")
+                    self._cache = diskcache.Cache(
+                        str(self.directory),
+                        disk=_BytesOnlyDisk,
+                        timeout=self.timeout,
+                        size_limit=self.size_limit,
+                        # Reads must not write: LRU would update a row on every hit.
+                        eviction_policy="least-recently-stored",
+                        tag_index=True,
+                        statistics=False,
+                    )
+                cache = self._cache
+        return cache
+
+    def get(self, namespace: str, key: str) -> bytes | Miss:
+        value = self.cache.get(key, default=MISS, retry=False)
+        return value if type(value) is bytes else MISS
+
+    def set(self, namespace: str, key: str, value: bytes, ttl: float | None) -> None:
+        self.cache.set(key, value, expire=ttl, tag=namespace, retry=False)
+
+    def delete(self, namespace: str, key: str) -> bool:
+        return bool(self.cache.delete(key, retry=False))
+
+    def clear(self, namespace: str | None = None) -> int:
+        if namespace is None:
+            return int(self.cache.clear(retry=False))
+        return int(self.cache.evict(namespace, retry=False))
+
+    def entries(self, namespace: str | None = None) -> Iterator[StoredEntry]:
+        con = self.cache._sql  # read straight from the table: no per-row get() round trips
+        query = "SELECT key, tag, value, mode, raw FROM Cache"
+        params: tuple[Any, ...] = ()
+        if namespace is not None:
+            query += " WHERE tag = ?"
+            params = (namespace,)
+        for key, tag, value, mode, raw in con(query, params).fetchall():
+            if raw and mode == MODE_RAW and type(key) is str and type(value) is bytes:
+                yield StoredEntry(str(tag or ""), key, value)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._cache is not None:
+                self._cache.close()
+                self._cache = None
+
+
+def _from_url(url: str, rest: str) -> DiskBackend:
+    from . import default_directory
+
+    return DiskBackend(Path(rest) if rest else default_directory() / "disk")

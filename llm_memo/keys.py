@@ -1,0 +1,292 @@
+"""Canonical cache keys: pure functions, no I/O, no global state but the encoder registry.
+
+A key is the SHA-256 of the *key material*, a canonical JSON document::
+
+    {"a": <arguments>, "f": KEY_FORMAT_VERSION, "ns": <namespace>, "v": <version>}
+
+serialised by orjson with sorted keys and no whitespace. The same call therefore
+gives the same key in every process, hash seed and machine: nothing here uses
+``hash()``, ``repr()``, ``str()`` of arbitrary objects, or dict/set iteration order.
+
+Canonical encoding of a value (``canonical``):
+
+* ``str``, ``bool``, ``None``, ints in the signed 64-bit range: as JSON.
+* floats: integral floats become ints, so ``1 == 1.0`` and ``0.0 == -0.0`` share a key;
+  NaN and the infinities are tagged values of their own. ``True`` stays ``true``, never ``1``.
+* lists and tuples: the same JSON array. Sets and frozensets: a tagged, sorted array.
+* dicts with string keys: a JSON object (key order never matters). Other dicts: a
+  tagged list of ``[key, value]`` pairs, sorted.
+* ``bytes`` (tagged base64, so never equal to a ``str``), datetimes, dates, times,
+  timedeltas, UUIDs, Decimals, paths: tagged.
+* Enums: their value (what an SDK sends on the wire).
+* Pydantic models: ``model_dump(mode="json", exclude_unset=True, by_alias=True)``,
+  exactly what the OpenAI and Anthropic SDKs put in a request body.
+* Dataclasses, objects with ``__llm_memo_key__()``, and types registered with
+  :func:`register_key_encoder`: tagged with their qualified type name.
+* Anything else raises :class:`~llm_memo.errors.UncacheableArgument` naming the
+  argument path, e.g. ``messages[2]["content"]``.
+
+Tags are single-key objects whose key starts with a NUL character. A user dict key
+that starts with NUL is escaped by doubling it, so no plain value can ever spell a tag.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as _dt
+import decimal
+import enum
+import hashlib
+import math
+import pathlib
+import uuid
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import orjson
+
+from .errors import UncacheableArgument
+
+__all__ = [
+    "KEY_FORMAT_VERSION",
+    "MAX_DEPTH",
+    "canonical",
+    "digest",
+    "fingerprint",
+    "key_material",
+    "material_bytes",
+    "register_key_encoder",
+]
+
+#: Bumped whenever the canonical encoding changes, so old entries simply miss.
+KEY_FORMAT_VERSION = 1
+
+#: Deeper values are refused: a recursive structure must raise a clear error,
+#: never a bare RecursionError, and real prompts are never this deep.
+MAX_DEPTH = 200
+
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+_SORT = orjson.OPT_SORT_KEYS
+
+_encoders: dict[type, Callable[[Any], Any]] = {}
+_schema_cache: weakref.WeakKeyDictionary[type, Any] = weakref.WeakKeyDictionary()
+
+
+def register_key_encoder(cls: type, encoder: Callable[[Any], Any]) -> None:
+    """Teach the key builder a type: ``encoder(obj)`` returns encodable key material.
+
+    The type's qualified name is part of the key, so two types that encode to the
+    same material still get different keys.
+    """
+    _encoders[cls] = encoder
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _tag(name: str, value: Any) -> dict[str, Any]:
+    return {"\x00" + name: value}
+
+
+def _sort_key(value: Any) -> bytes:
+    return orjson.dumps(value, option=_SORT)
+
+
+def _float(value: float) -> Any:
+    if value != value:  # NaN: equal to nothing, not even None or "NaN"
+        return _tag("float", "nan")
+    if value in (math.inf, -math.inf):
+        return _tag("float", "inf" if value > 0 else "-inf")
+    if value.is_integer():  # 1.0 -> 1 and -0.0 -> 0: equal numbers, equal keys
+        return _int(int(value))
+    return value
+
+
+def _int(value: int) -> Any:
+    if _INT64_MIN <= value <= _INT64_MAX:
+        return value
+    return _tag("int", str(value))  # orjson refuses ints beyond 64 bits
+
+
+def canonical(value: Any, _depth: int = 0) -> Any:
+    """Return the canonical, JSON-serialisable form of ``value`` (see the module docstring)."""
+    t = type(value)
+    # Fast path: the types a chat request is made of, tested by identity.
+    if t is str or t is bool or value is None:
+        return value
+    if t is dict:
+        return _dict(value, _depth)
+    if t is list or t is tuple:
+        return _list(value, _depth)
+    if t is int:
+        return _int(value)
+    if t is float:
+        return _float(value)
+    return _other(value, _depth)
+
+
+def _list(value: list[Any] | tuple[Any, ...], depth: int) -> list[Any]:
+    if depth >= MAX_DEPTH:
+        raise UncacheableArgument("", value, f"recursive, or nested deeper than {MAX_DEPTH} levels")
+    depth += 1
+    out: list[Any] = []
+    append = out.append
+    for index, item in enumerate(value):
+        try:  # free unless it raises (3.11+), and it lets the error name the index
+            append(canonical(item, depth))
+        except UncacheableArgument as exc:
+            raise exc.with_prefix(f"[{index}]") from None
+    return out
+
+
+def _dict(value: dict[Any, Any], depth: int) -> Any:
+    if depth >= MAX_DEPTH:
+        raise UncacheableArgument("", value, f"recursive, or nested deeper than {MAX_DEPTH} levels")
+    depth += 1
+    out: dict[str, Any] = {}
+    for k, item in value.items():
+        if type(k) is not str:
+            return _mapping(value, depth)
+        try:
+            encoded = canonical(item, depth)
+        except UncacheableArgument as exc:
+            raise exc.with_prefix("[" + orjson.dumps(k).decode() + "]") from None
+        out["\x00" + k if k.startswith("\x00") else k] = encoded
+    return out
+
+
+def _mapping(value: dict[Any, Any], depth: int) -> Any:
+    pairs = []
+    for k, item in value.items():
+        try:
+            ck = canonical(k, depth)
+        except UncacheableArgument as exc:
+            raise exc.with_prefix("<key>") from None
+        try:
+            pairs.append([ck, canonical(item, depth)])
+        except UncacheableArgument as exc:
+            raise exc.with_prefix(f"[{k!r}]") from None
+    pairs.sort(key=lambda pair: _sort_key(pair[0]))
+    return _tag("map", pairs)
+
+
+def _other(value: Any, depth: int) -> Any:
+    t = type(value)
+    if isinstance(value, enum.Enum):  # before int/str: IntEnum and StrEnum are both
+        return canonical(value.value, depth)
+    if t in _encoders or any(c in _encoders for c in t.__mro__):
+        encoder = _encoders.get(t) or next(_encoders[c] for c in t.__mro__ if c in _encoders)
+        return _tag("object", [_qualname(t), _wrap(encoder(value), depth, "<registered encoder>")])
+    key_method = getattr(value, "__llm_memo_key__", None)
+    if key_method is not None and not isinstance(value, type):
+        return _tag("object", [_qualname(t), _wrap(key_method(), depth, ".__llm_memo_key__()")])
+    if isinstance(value, bool):  # only a subclass can reach here
+        return bool(value)
+    if isinstance(value, int):
+        return _int(int(value))
+    if isinstance(value, float):
+        return _float(float(value))
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return _tag("bytes", base64.b64encode(bytes(value)).decode("ascii"))
+    if isinstance(value, set | frozenset):
+        items = [_wrap(item, depth, "{...}") for item in value]
+        items.sort(key=_sort_key)
+        return _tag("set", items)
+    if isinstance(value, list | tuple):
+        return _list(value, depth)
+    if isinstance(value, dict):
+        return _dict(value, depth)
+    if isinstance(value, _dt.datetime):
+        return _tag("datetime", value.isoformat())
+    if isinstance(value, _dt.date):
+        return _tag("date", value.isoformat())
+    if isinstance(value, _dt.time):
+        return _tag("time", value.isoformat())
+    if isinstance(value, _dt.timedelta):
+        return _tag("timedelta", [value.days, value.seconds, value.microseconds])
+    if isinstance(value, uuid.UUID):
+        return _tag("uuid", str(value))
+    if isinstance(value, decimal.Decimal):
+        return _decimal(value)
+    if isinstance(value, pathlib.PurePath):
+        return _tag("path", value.as_posix())
+    if isinstance(value, type):
+        return _class(value)
+    if hasattr(value, "__pydantic_fields__") and hasattr(value, "model_dump"):
+        # What the SDKs send on the wire for a model passed in a request.
+        dumped = value.model_dump(mode="json", exclude_unset=True, by_alias=True, warnings=False)
+        return canonical(dumped, depth)
+    if dataclasses.is_dataclass(value):
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return _tag("dataclass", [_qualname(t), _wrap(fields, depth, "")])
+    if isinstance(value, Iterator):
+        raise UncacheableArgument(
+            "", value, "a one-shot iterator inside a container would be consumed; pass a list"
+        )
+    raise UncacheableArgument("", value)
+
+
+def _wrap(value: Any, depth: int, segment: str) -> Any:
+    try:
+        return canonical(value, depth + 1)
+    except UncacheableArgument as exc:
+        raise exc.with_prefix(segment) if segment else exc from None
+
+
+def _decimal(value: decimal.Decimal) -> Any:
+    if value.is_nan():
+        return _tag("decimal", "NaN")
+    if value.is_infinite():
+        return _float(float(value))
+    if value == value.to_integral_value():
+        return _int(int(value))
+    as_float = float(value)
+    if decimal.Decimal(as_float) == value:  # Decimal("1.5") == 1.5, so one key
+        return as_float
+    return _tag("decimal", str(value.normalize()))
+
+
+def _class(cls: type) -> Any:
+    """A class passed as an argument (a ``response_format=Model``, a ``cls``).
+
+    A pydantic model class contributes its JSON schema too, so editing the model
+    changes the key, as it changes the request an SDK sends.
+    """
+    schema_fn = getattr(cls, "model_json_schema", None)
+    if schema_fn is None:
+        return _tag("type", _qualname(cls))
+    try:
+        schema = _schema_cache[cls]
+    except KeyError:
+        schema = _schema_cache[cls] = canonical(schema_fn())
+    return _tag("type", [_qualname(cls), schema])
+
+
+def key_material(namespace: str, version: Any, arguments: Any) -> dict[str, Any]:
+    """Build the key material document for already-canonical ``arguments``."""
+    return {"a": arguments, "f": KEY_FORMAT_VERSION, "ns": namespace, "v": canonical(version)}
+
+
+def material_bytes(material: dict[str, Any]) -> bytes:
+    """The exact bytes that are hashed: sorted-key, compact JSON."""
+    return orjson.dumps(material, option=_SORT)
+
+
+def digest(data: bytes) -> str:
+    """The 64-hex SHA-256 key of serialised key material."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def fingerprint(data: bytes) -> bytes:
+    """A second, independent hash of the key material, stored inside each entry.
+
+    A read checks it, so even a SHA-256 collision (or a store that mixed up keys)
+    can never serve another call's value.
+    """
+    return hashlib.blake2b(data, digest_size=16, person=b"llm-memo-fp").digest()
