@@ -12,14 +12,20 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 from ._config import configure, mode, parse_ttl, reset_configuration
 from ._core import CacheInfo
 from ._decorator import CachedFunction, llm_cached
 from .backends import MISS, Backend
 from .backends.disk import DiskBackend
 from .backends.memory import MemoryBackend
+from .backends.sqlite import SQLiteBackend
+from .backends.tiered import TieredBackend
 from .errors import (
     BackendError,
+    BackendUnavailable,
     CacheMiss,
     CorruptEntry,
     LLMMemoError,
@@ -28,11 +34,13 @@ from .errors import (
 )
 from .keys import register_key_encoder
 from .serialize import register_type
+from .transfer import copy_entries, export_entries, import_entries
 
 __all__ = [
     "MISS",
     "Backend",
     "BackendError",
+    "BackendUnavailable",
     "CacheInfo",
     "CacheMiss",
     "CachedFunction",
@@ -40,9 +48,15 @@ __all__ = [
     "DiskBackend",
     "LLMMemoError",
     "MemoryBackend",
+    "RedisBackend",
+    "SQLiteBackend",
+    "TieredBackend",
     "UncacheableArgument",
     "UnstorableResult",
     "configure",
+    "copy_entries",
+    "export_entries",
+    "import_entries",
     "llm_cached",
     "mode",
     "parse_ttl",
@@ -52,3 +66,22 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+# Optional extras are imported only when used: `import llm_memo` must stay fast and
+# must work without redis or the SDKs installed.
+_LAZY = {
+    "RedisBackend": ("llm_memo.backends.redis", "RedisBackend", "redis"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module_name, attr, extra = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'llm_memo' has no attribute {name!r}") from None
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        hint = f"pip install 'llm-memo[{extra}]'"
+        raise ImportError(f"llm_memo.{name} needs an optional extra: {hint}") from exc
+    return getattr(module, attr)

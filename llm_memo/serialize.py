@@ -262,6 +262,10 @@ def decode_value(data: bytes, registry: TypeRegistry) -> Any:
         tree = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise CorruptEntry(f"value is not valid JSON: {exc}") from None
+    if b'"$' not in data:
+        # No tag anywhere (every tag is a "$..." key, and plain "$" keys are always
+        # wrapped in a tag): the parsed JSON is the value as it is.
+        return tree
     try:
         return _dec(tree, registry, 0)
     except CorruptEntry:

@@ -86,8 +86,10 @@ def from_url(url: str) -> Backend:
 
 def _normalise(scheme: str, rest: str, url: str) -> str:
     if scheme in ("disk", "sqlite"):
-        # The default location is read now, so a changed LLM_MEMO_DIR gets its own store.
-        return f"{scheme}:{Path(rest).expanduser().resolve() if rest else default_directory()}"
+        # The default location is read now, so a changed LLM_MEMO_DIR gets its own
+        # store; "disk" and "disk:<its default dir>" name the same instance.
+        default = default_directory() / ("disk" if scheme == "disk" else "cache.sqlite3")
+        return f"{scheme}:{Path(rest).expanduser().resolve() if rest else default.resolve()}"
     return url
 
 

@@ -15,9 +15,8 @@ Backends raise whatever their driver raises: the front turns faults into misses
 from __future__ import annotations
 
 import abc
-import asyncio
-from collections.abc import Iterator
-from typing import ClassVar, Final, NamedTuple
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar, Final, NamedTuple, TypeVar
 
 __all__ = ["MISS", "Backend", "Miss", "StoredEntry"]
 
@@ -44,6 +43,15 @@ class Miss:
 
 #: Returned by ``get`` when there is no entry.
 MISS: Final = Miss()
+
+
+_T = TypeVar("_T")
+
+
+async def _in_thread(fn: Callable[..., _T], *args: Any) -> _T:
+    import asyncio  # on first async use only: `import llm_memo` stays fast for sync code
+
+    return await asyncio.to_thread(fn, *args)
 
 
 class StoredEntry(NamedTuple):
@@ -95,27 +103,27 @@ class Backend(abc.ABC):
     async def aget(self, namespace: str, key: str) -> bytes | Miss:
         if not self.blocking:
             return self.get(namespace, key)
-        return await asyncio.to_thread(self.get, namespace, key)
+        return await _in_thread(self.get, namespace, key)
 
     async def aset(self, namespace: str, key: str, value: bytes, ttl: float | None) -> None:
         if not self.blocking:
             return self.set(namespace, key, value, ttl)
-        return await asyncio.to_thread(self.set, namespace, key, value, ttl)
+        return await _in_thread(self.set, namespace, key, value, ttl)
 
     async def adelete(self, namespace: str, key: str) -> bool:
         if not self.blocking:
             return self.delete(namespace, key)
-        return await asyncio.to_thread(self.delete, namespace, key)
+        return await _in_thread(self.delete, namespace, key)
 
     async def aclear(self, namespace: str | None = None) -> int:
         if not self.blocking:
             return self.clear(namespace)
-        return await asyncio.to_thread(self.clear, namespace)
+        return await _in_thread(self.clear, namespace)
 
     async def aclose(self) -> None:
         if not self.blocking:
             return self.close()
-        return await asyncio.to_thread(self.close)
+        return await _in_thread(self.close)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url}>"
