@@ -22,7 +22,7 @@ from ._flight import AsyncFlights, Flights
 from ._log import log, warn_limited
 from .backends import MISS, Backend, from_url
 from .errors import BackendError, CacheMiss, CorruptEntry, UncacheableArgument, UnstorableResult
-from .keys import canonical, digest, fingerprint, key_material, material_bytes
+from .keys import canonical, digest, fingerprint, key_material, material_bytes, raw_json
 from .serialize import TypeRegistry, decode_value, encode_value, pack_entry, unpack_entry
 
 __all__ = ["CacheInfo", "Call", "Memo", "all_memos"]
@@ -40,13 +40,18 @@ class CacheInfo(NamedTuple):
 
 
 class Call(NamedTuple):
-    """One call, ready for the cache: its key and the arguments to pass on."""
+    """One call, ready for the cache: its key and the arguments to pass on.
+
+    ``material`` is None when the key came from the raw-JSON shortcut; it is then
+    rebuilt only if an entry is stored (see :meth:`Memo.material`).
+    """
 
     key: str
     fingerprint: bytes
-    material: bytes
+    material: bytes | None
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
+    instance: Any
 
 
 _FIELDS = CacheInfo._fields
@@ -55,6 +60,8 @@ _memos: weakref.WeakSet[Memo] = weakref.WeakSet()
 
 #: With ``samples``, the per-key turn counters are forgotten beyond this many keys.
 _MAX_TRACKED_KEYS = 100_000
+#: Raw-JSON -> key shortcuts kept per function (cleared when full: it is only a cache).
+_MAX_RAW_KEYS = 1024
 
 
 def all_memos() -> list[Memo]:
@@ -119,6 +126,7 @@ class Memo:
             raise ValueError(f"samples={samples!r}: expected a positive int, or None for one result per key")
         self.samples = samples
         self._turns: dict[str, int] = {}
+        self._raw_keys: dict[bytes, tuple[str, bytes]] = {}
         self.flights = Flights()
         self.aflights = AsyncFlights()
         self.func = func
@@ -209,15 +217,45 @@ class Memo:
         the i-th call gets sample ``i % N`` (see :meth:`next_sample`).
         """
         args, kwargs = materialize(args, kwargs)
+        if self.key_fn is None and self.samples is None:
+            full = args if instance is None else (instance, *args)
+            bound = self.binder.bind(full, kwargs)
+            if bound is None:
+                return None
+            # Shortcut: the same plain arguments as a recent call reuse its key
+            # without walking the prompt again (see keys.raw_json for why it is exact).
+            raw = raw_json(bound)
+            if raw is not None:
+                known = self._raw_keys.get(raw)
+                if known is not None:
+                    return Call(known[0], known[1], None, args, kwargs, instance)
+            call = self._finish(self._canonical_arguments(bound), args, kwargs, instance)
+            if raw is not None:
+                if len(self._raw_keys) >= _MAX_RAW_KEYS:
+                    self._raw_keys.clear()
+                self._raw_keys[raw] = (call.key, call.fingerprint)
+            return call
         arguments = self._arguments(instance, args, kwargs)
         if arguments is MISS:
             return None
+        return self._finish(arguments, args, kwargs, instance)
+
+    def _finish(self, arguments: Any, args: tuple[Any, ...], kwargs: dict[str, Any], instance: Any) -> Call:
         material = key_material(self.namespace, self._version, arguments)
         if self.samples is not None:
             base = digest(material_bytes(material))
             material["s"] = self.next_sample(base)
         data = material_bytes(material)
-        return Call(digest(data), fingerprint(data), data, args, kwargs)
+        return Call(digest(data), fingerprint(data), data, args, kwargs, instance)
+
+    def material(self, call: Call) -> bytes:
+        """The call's key material (rebuilt when the raw shortcut skipped it)."""
+        if call.material is not None:
+            return call.material
+        full = call.args if call.instance is None else (call.instance, *call.args)
+        bound = self.binder.bind(full, call.kwargs)
+        assert bound is not None  # it bound when the key was made
+        return material_bytes(key_material(self.namespace, self._version, self._canonical_arguments(bound)))
 
     def _arguments(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         full = args if instance is None else (instance, *args)
@@ -229,6 +267,9 @@ class Memo:
         bound = self.binder.bind(full, kwargs)
         if bound is None:
             return MISS
+        return self._canonical_arguments(bound)
+
+    def _canonical_arguments(self, bound: dict[str, Any]) -> dict[str, Any]:
         arguments = {}
         for name, value in bound.items():
             try:
@@ -344,7 +385,7 @@ class Memo:
         now = self.clock()
         ttl = self.ttl
         expires = now + ttl if ttl is not None else None
-        material = call.material if settings.store_material else None
+        material = self.material(call) if settings.store_material else None
         return pack_entry(payload, call.fingerprint, now, expires, material)
 
     # ---------------------------------------------------------------- sync I/O

@@ -17,8 +17,8 @@ Canonical encoding of a value (``canonical``):
 * dicts with string keys: a JSON object (key order never matters). Other dicts: a
   tagged list of ``[key, value]`` pairs, sorted.
 * ``bytes`` (tagged base64, so never equal to a ``str``), datetimes, dates, times,
-  timedeltas, UUIDs, Decimals, paths: tagged.
-* Enums: their value (what an SDK sends on the wire).
+  timedeltas, Decimals, paths: tagged.
+* Enums: their value; UUIDs: their string (what an SDK sends on the wire).
 * Pydantic models: ``model_dump(mode="json", exclude_unset=True, by_alias=True)``,
   exactly what the OpenAI and Anthropic SDKs put in a request body.
 * Dataclasses, objects with ``__llm_memo_key__()``, and types registered with
@@ -57,6 +57,7 @@ __all__ = [
     "fingerprint",
     "key_material",
     "material_bytes",
+    "raw_json",
     "register_key_encoder",
 ]
 
@@ -211,7 +212,7 @@ def _other(value: Any, depth: int) -> Any:
     if isinstance(value, _dt.timedelta):
         return _tag("timedelta", [value.days, value.seconds, value.microseconds])
     if isinstance(value, uuid.UUID):
-        return _tag("uuid", str(value))
+        return str(value)  # what reaches the wire; also keeps raw_json() injective
     if isinstance(value, decimal.Decimal):
         return _decimal(value)
     if isinstance(value, pathlib.PurePath):
@@ -266,6 +267,36 @@ def _class(cls: type) -> Any:
     except KeyError:
         schema = _schema_cache[cls] = canonical(schema_fn())
     return _tag("type", [_qualname(cls), schema])
+
+
+_RAW_OPTIONS = (
+    orjson.OPT_SORT_KEYS
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError
+
+
+def raw_json(value: Any) -> bytes | None:
+    """A fast, *injective* JSON encoding of plain values, or None when it cannot be one.
+
+    Only JSON's own types get through (str, 64-bit ints, floats, bools, lists,
+    tuples, dicts with str keys, and enums and UUIDs, which :func:`canonical`
+    encodes as their values too); everything else makes orjson call ``_refuse``.
+    Output containing ``null`` is refused as well, because orjson writes NaN and
+    the infinities as ``null``, like ``None``. So equal raw bytes always mean
+    canonically equal values, and a cache from raw bytes to keys is exact: it
+    saves re-walking the same prompt on every call.
+    """
+    try:
+        raw = orjson.dumps(value, default=_refuse, option=_RAW_OPTIONS)
+    except TypeError:
+        return None
+    return None if b"null" in raw else raw
 
 
 def key_material(namespace: str, version: Any, arguments: Any) -> dict[str, Any]:

@@ -26,7 +26,7 @@ The entry never causes an import, and a name that is not allowed reads as a miss
     0      4    magic  b"LMM" + format version (1)
     4      1    flags  (bit 0: value is zlib-compressed)
     5      16   fingerprint of the full key material (blake2b, see keys.fingerprint)
-    21     8    checksum: blake2b-64 of every byte after this field
+    21     8    checksum: CRC-32 of every byte after this field (little-endian, zero-padded)
     29     8    created, unix seconds (float64, little-endian)
     37     8    expires, unix seconds, 0.0 for never
     45     4    length of the value section
@@ -43,7 +43,6 @@ import dataclasses
 import datetime as _dt
 import decimal
 import enum
-import hashlib
 import struct
 import sys
 import typing
@@ -451,7 +450,9 @@ def _inflate(data: bytes) -> bytes:
 
 
 def _checksum(data: bytes | memoryview) -> bytes:
-    return hashlib.blake2b(data, digest_size=8).digest()
+    # CRC-32 detects torn and bit-flipped entries at memory speed; it is not a
+    # defence against a forger (who could recompute any unkeyed hash anyway).
+    return zlib.crc32(data).to_bytes(8, "little")
 
 
 _F64 = struct.Struct("<d")

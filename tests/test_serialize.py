@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from llm_memo.errors import CorruptEntry, UnstorableResult
 from llm_memo.serialize import (
     TypeRegistry,
+    _checksum,
     decode_value,
     encode_value,
     pack_entry,
@@ -114,9 +115,7 @@ def test_damaged_compressed_value_is_corrupt() -> None:
     header_len = 49
     value_len = int.from_bytes(data[45:49], "little")
     rebuilt_body = data[29:45] + len(body).to_bytes(4, "little") + body + data[header_len + value_len :]
-    import hashlib
-
-    forged = data[:21] + hashlib.blake2b(rebuilt_body, digest_size=8).digest() + rebuilt_body
+    forged = data[:21] + _checksum(rebuilt_body) + rebuilt_body
     with pytest.raises(CorruptEntry):
         unpack_entry(forged, FP)
 
