@@ -18,6 +18,7 @@ from typing import Any
 from ._config import configure, mode, parse_ttl, reset_configuration
 from ._core import CacheInfo
 from ._decorator import CachedFunction, llm_cached
+from ._events import CallEvent, Stats, add_hook, capture, remove_hook, stats
 from .backends import MISS, Backend
 from .backends.disk import DiskBackend
 from .backends.memory import MemoryBackend
@@ -44,15 +45,19 @@ __all__ = [
     "CacheInfo",
     "CacheMiss",
     "CachedFunction",
+    "CallEvent",
     "CorruptEntry",
     "DiskBackend",
     "LLMMemoError",
     "MemoryBackend",
     "RedisBackend",
     "SQLiteBackend",
+    "Stats",
     "TieredBackend",
     "UncacheableArgument",
     "UnstorableResult",
+    "add_hook",
+    "capture",
     "configure",
     "copy_entries",
     "export_entries",
@@ -62,7 +67,9 @@ __all__ = [
     "parse_ttl",
     "register_key_encoder",
     "register_type",
+    "remove_hook",
     "reset_configuration",
+    "stats",
 ]
 
 __version__ = "0.1.0"

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 from . import _config
 from ._binding import Binder, materialize
 from ._config import UNSET, Mode, check_mode, effective_mode, parse_ttl, settings
+from ._events import CallEvent, emit, listening, tokens_of
 from ._flight import AsyncFlights, Flights
 from ._log import log, warn_limited
 from .backends import MISS, Backend, from_url
@@ -127,6 +128,8 @@ class Memo:
         self.samples = samples
         self._turns: dict[str, int] = {}
         self._raw_keys: dict[bytes, tuple[str, bytes]] = {}
+        self._saved_seconds = 0.0
+        self._saved_tokens = 0
         self.flights = Flights()
         self.aflights = AsyncFlights()
         self.func = func
@@ -317,6 +320,8 @@ class Memo:
     def fault(self, op: str, exc: BaseException) -> None:
         """A backend operation failed: raise in strict mode, else log and go on."""
         self.count("errors")
+        if listening():
+            emit(CallEvent("error", self.namespace, "", error=exc))
         backend = self._backend.url if self._backend is not None else "?"
         if self.strict:
             raise BackendError(f"{op} on {backend} failed: {type(exc).__name__}: {exc}") from exc
@@ -331,10 +336,14 @@ class Memo:
 
     # ---------------------------------------------------------------- entries
 
-    def decode(self, call: Call, data: bytes | Any) -> Any:
-        """Stored bytes to a fresh value, or MISS (counted either way)."""
+    def decode(self, call: Call, data: bytes | Any, started: float | None = None) -> Any:
+        """Stored bytes to a fresh value, or MISS (counted either way).
+
+        ``started`` (a ``perf_counter()`` reading) lets a hit event report its latency.
+        """
         if data is MISS:
             self.count("misses")
+            log.debug("llm_memo miss %s %s", self.namespace, call.key[:16])
             return MISS
         try:
             entry = unpack_entry(data, call.fingerprint)
@@ -352,11 +361,39 @@ class Memo:
                 exc,
             )
             return MISS
-        self.count("hits")
+        tokens = tokens_of(value)
+        with self._lock:
+            self._counts["hits"] += 1
+            self._saved_seconds += entry.cost
+            self._saved_tokens += tokens or 0
         log.debug("llm_memo hit %s %s", self.namespace, call.key[:16])
+        if listening():
+            emit(
+                CallEvent(
+                    "hit",
+                    self.namespace,
+                    call.key,
+                    latency=None if started is None else time.perf_counter() - started,
+                    age=self.clock() - entry.created,
+                    saved_seconds=entry.cost,
+                    saved_tokens=tokens,
+                )
+            )
         return value
 
-    def encode(self, call: Call, value: Any, snapshot: bytes | None = None) -> bytes | None:
+    def savings(self) -> tuple[float, int]:
+        """Seconds and tokens the hits of this function saved (in this process)."""
+        with self._lock:
+            return self._saved_seconds, self._saved_tokens
+
+    def missed(self, call: Call, latency: float) -> None:
+        """Report a completed underlying call (for hooks and ``capture()``)."""
+        if listening():
+            emit(CallEvent("miss", self.namespace, call.key, latency=latency))
+
+    def encode(
+        self, call: Call, value: Any, snapshot: bytes | None = None, cost: float = 0.0
+    ) -> bytes | None:
         """The entry to store for ``value``, or None when it must not be stored.
 
         ``snapshot`` is the value already encoded (streams encode each item as it
@@ -386,18 +423,18 @@ class Memo:
         ttl = self.ttl
         expires = now + ttl if ttl is not None else None
         material = self.material(call) if settings.store_material else None
-        return pack_entry(payload, call.fingerprint, now, expires, material)
+        return pack_entry(payload, call.fingerprint, now, expires, material, cost=cost)
 
     # ---------------------------------------------------------------- sync I/O
 
-    def lookup(self, call: Call) -> Any:
+    def lookup(self, call: Call, started: float | None = None) -> Any:
         try:
             data = self.backend.get(self.namespace, call.key)
         except Exception as exc:
             self.fault("get", exc)
             self.count("misses")
             return MISS
-        return self.decode(call, data)
+        return self.decode(call, data, started)
 
     def fresh_copy(self, value: Any) -> Any:
         """An equal, independent copy of a result (for coalesced waiters)."""
@@ -409,8 +446,8 @@ class Memo:
             except Exception:
                 return value  # uncopyable (a client, a lock): share it rather than fail
 
-    def store(self, call: Call, value: Any, snapshot: bytes | None = None) -> None:
-        entry = self.encode(call, value, snapshot)
+    def store(self, call: Call, value: Any, snapshot: bytes | None = None, cost: float = 0.0) -> None:
+        entry = self.encode(call, value, snapshot, cost)
         if entry is None:
             return
         try:
@@ -419,6 +456,8 @@ class Memo:
             self.fault("set", exc)
             return
         self.count("stores")
+        if listening():
+            emit(CallEvent("store", self.namespace, call.key, saved_seconds=cost))
 
     def invalidate(self, keys: list[str]) -> bool:
         found = False
@@ -438,17 +477,17 @@ class Memo:
 
     # ---------------------------------------------------------------- async I/O
 
-    async def alookup(self, call: Call) -> Any:
+    async def alookup(self, call: Call, started: float | None = None) -> Any:
         try:
             data = await self.backend.aget(self.namespace, call.key)
         except Exception as exc:
             self.fault("get", exc)
             self.count("misses")
             return MISS
-        return self.decode(call, data)
+        return self.decode(call, data, started)
 
-    async def astore(self, call: Call, value: Any, snapshot: bytes | None = None) -> None:
-        entry = self.encode(call, value, snapshot)
+    async def astore(self, call: Call, value: Any, snapshot: bytes | None = None, cost: float = 0.0) -> None:
+        entry = self.encode(call, value, snapshot, cost)
         if entry is None:
             return
         try:
@@ -457,10 +496,13 @@ class Memo:
             self.fault("set", exc)
             return
         self.count("stores")
+        if listening():
+            emit(CallEvent("store", self.namespace, call.key, saved_seconds=cost))
 
     # ---------------------------------------------------------------- drivers
 
     def call_sync(self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        started = time.perf_counter()
         mode = effective_mode(self.mode)
         if mode == "off":
             return wrapped(*args, **kwargs)
@@ -468,16 +510,19 @@ class Memo:
         if call is None:
             return wrapped(*args, **kwargs)  # raises the function's own TypeError
         if mode != "refresh":
-            value = self.lookup(call)
+            value = self.lookup(call, started)
             if value is not MISS:
                 return value
             if mode == "replay":
                 raise CacheMiss(self.namespace, call.key)
 
         def compute() -> Any:
+            began = time.perf_counter()
             result = wrapped(*call.args, **call.kwargs)
+            cost = time.perf_counter() - began
+            self.missed(call, cost)
             if mode != "readonly":
-                self.store(call, result)
+                self.store(call, result, cost=cost)
             return result
 
         value, led = self.flights.run(call.key, compute, self.fresh_copy)
@@ -486,6 +531,7 @@ class Memo:
         return value
 
     async def call_async(self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        started = time.perf_counter()
         mode = effective_mode(self.mode)
         if mode == "off":
             return await wrapped(*args, **kwargs)
@@ -493,16 +539,19 @@ class Memo:
         if call is None:
             return await wrapped(*args, **kwargs)
         if mode != "refresh":
-            value = await self.alookup(call)
+            value = await self.alookup(call, started)
             if value is not MISS:
                 return value
             if mode == "replay":
                 raise CacheMiss(self.namespace, call.key)
 
         async def compute() -> Any:
+            began = time.perf_counter()
             result = await wrapped(*call.args, **call.kwargs)
+            cost = time.perf_counter() - began
+            self.missed(call, cost)
             if mode != "readonly":
-                await self.astore(call, result)
+                await self.astore(call, result, cost=cost)
             return result
 
         value, led = await self.aflights.run(call.key, compute, self.fresh_copy)

@@ -29,8 +29,9 @@ The entry never causes an import, and a name that is not allowed reads as a miss
     21     8    checksum: CRC-32 of every byte after this field (little-endian, zero-padded)
     29     8    created, unix seconds (float64, little-endian)
     37     8    expires, unix seconds, 0.0 for never
-    45     4    length of the value section
-    49     ...  value section, then the optional key material (JSON) to the end
+    45     8    cost: seconds the original call took (for "time saved" stats)
+    53     4    length of the value section
+    57     ...  value section, then the optional key material (JSON) to the end
 
 A read that fails any check (magic, length, checksum, fingerprint, size caps) is a
 :class:`~llm_memo.errors.CorruptEntry`, which the cache treats as a miss.
@@ -72,7 +73,7 @@ __all__ = [
 
 ENTRY_FORMAT_VERSION = 1
 _MAGIC = b"LMM" + bytes([ENTRY_FORMAT_VERSION])
-_HEADER_SIZE = 49
+_HEADER_SIZE = 57
 _COMPRESSED = 0x01
 #: Values above this size are compressed before they are stored.
 COMPRESS_ABOVE = 32 * 1024
@@ -388,10 +389,17 @@ class EntryHeader(NamedTuple):
     expires: float | None
     value: bytes
     material: bytes | None
+    cost: float = 0.0
 
 
 def pack_entry(
-    value: bytes, fingerprint: bytes, created: float, expires: float | None, material: bytes | None = None
+    value: bytes,
+    fingerprint: bytes,
+    created: float,
+    expires: float | None,
+    material: bytes | None = None,
+    *,
+    cost: float = 0.0,
 ) -> bytes:
     flags = 0
     if len(value) > COMPRESS_ABOVE:
@@ -402,6 +410,7 @@ def pack_entry(
         (
             _f64(created),
             _f64(expires or 0.0),
+            _f64(max(cost, 0.0)),
             len(value).to_bytes(4, "little"),
             value,
             material or b"",
@@ -422,7 +431,8 @@ def unpack_entry(data: bytes, fingerprint: bytes | None) -> EntryHeader:
     flags = data[4]
     created = _from_f64(data[29:37])
     expires = _from_f64(data[37:45]) or None
-    length = int.from_bytes(data[45:49], "little")
+    cost = _from_f64(data[45:53])
+    length = int.from_bytes(data[53:57], "little")
     end = _HEADER_SIZE + length
     if end > len(data):
         raise CorruptEntry("value length runs past the end of the entry")
@@ -430,7 +440,7 @@ def unpack_entry(data: bytes, fingerprint: bytes | None) -> EntryHeader:
     if flags & _COMPRESSED:
         value = _inflate(value)
     material = data[end:] or None
-    return EntryHeader(created, expires, value, material)
+    return EntryHeader(created, expires, value, material, cost)
 
 
 def read_entry(data: bytes) -> EntryHeader:

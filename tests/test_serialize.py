@@ -112,9 +112,9 @@ def test_damaged_compressed_value_is_corrupt() -> None:
     body = zlib.compress(b"x" * 100_000)[:-20]
     # A well-formed envelope (valid checksum) around a damaged zlib stream.
     data = pack_entry(b"y" * 40_000, FP, 1.0, None)
-    header_len = 49
-    value_len = int.from_bytes(data[45:49], "little")
-    rebuilt_body = data[29:45] + len(body).to_bytes(4, "little") + body + data[header_len + value_len :]
+    header_len = 57
+    value_len = int.from_bytes(data[53:57], "little")
+    rebuilt_body = data[29:53] + len(body).to_bytes(4, "little") + body + data[header_len + value_len :]
     forged = data[:21] + _checksum(rebuilt_body) + rebuilt_body
     with pytest.raises(CorruptEntry):
         unpack_entry(forged, FP)
