@@ -52,7 +52,7 @@ class Call(NamedTuple):
     material: bytes | None
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
-    instance: Any
+    source: Any
 
 
 _FIELDS = CacheInfo._fields
@@ -220,57 +220,48 @@ class Memo:
         the i-th call gets sample ``i % N`` (see :meth:`next_sample`).
         """
         args, kwargs = materialize(args, kwargs)
-        if self.key_fn is None and self.samples is None:
-            full = args if instance is None else (instance, *args)
-            bound = self.binder.bind(full, kwargs)
-            if bound is None:
-                return None
-            # Shortcut: the same plain arguments as a recent call reuse its key
-            # without walking the prompt again (see keys.raw_json for why it is exact).
-            raw = raw_json(bound)
-            if raw is not None:
-                known = self._raw_keys.get(raw)
-                if known is not None:
-                    return Call(known[0], known[1], None, args, kwargs, instance)
-            call = self._finish(self._canonical_arguments(bound), args, kwargs, instance)
-            if raw is not None:
-                if len(self._raw_keys) >= _MAX_RAW_KEYS:
-                    self._raw_keys.clear()
-                self._raw_keys[raw] = (call.key, call.fingerprint)
-            return call
-        arguments = self._arguments(instance, args, kwargs)
-        if arguments is MISS:
+        source = self._source(instance, args, kwargs)
+        if source is MISS:
             return None
-        return self._finish(arguments, args, kwargs, instance)
-
-    def _finish(self, arguments: Any, args: tuple[Any, ...], kwargs: dict[str, Any], instance: Any) -> Call:
-        material = key_material(self.namespace, self._version, arguments)
+        # Shortcut: the same plain arguments as a recent call reuse its key without
+        # walking the prompt again (keys.raw_json explains why this is exact).
+        raw = raw_json(source) if self.samples is None else None
+        if raw is not None:
+            known = self._raw_keys.get(raw)
+            if known is not None:
+                return Call(known[0], known[1], None, args, kwargs, source)
+        material = key_material(self.namespace, self._version, self._canonical(source))
         if self.samples is not None:
-            base = digest(material_bytes(material))
-            material["s"] = self.next_sample(base)
+            material["s"] = self.next_sample(digest(material_bytes(material)))
         data = material_bytes(material)
-        return Call(digest(data), fingerprint(data), data, args, kwargs, instance)
+        call = Call(digest(data), fingerprint(data), data, args, kwargs, source)
+        if raw is not None:
+            if len(self._raw_keys) >= _MAX_RAW_KEYS:
+                self._raw_keys.clear()  # only a cache: start over rather than grow
+            self._raw_keys[raw] = (call.key, call.fingerprint)
+        return call
+
+    def _source(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """What the key is made of: the bound arguments, or ``key(...)``'s result; MISS if unbindable."""
+        full = args if instance is None else (instance, *args)
+        if self.key_fn is not None:
+            return self.key_fn(*full, **kwargs)
+        bound = self.binder.bind(full, kwargs)
+        return MISS if bound is None else bound
+
+    def _canonical(self, source: Any) -> Any:
+        if self.key_fn is None:
+            return self._canonical_arguments(source)
+        try:
+            return canonical(source)
+        except UncacheableArgument as exc:
+            raise exc.with_prefix("key(...)") from None
 
     def material(self, call: Call) -> bytes:
         """The call's key material (rebuilt when the raw shortcut skipped it)."""
         if call.material is not None:
             return call.material
-        full = call.args if call.instance is None else (call.instance, *call.args)
-        bound = self.binder.bind(full, call.kwargs)
-        assert bound is not None  # it bound when the key was made
-        return material_bytes(key_material(self.namespace, self._version, self._canonical_arguments(bound)))
-
-    def _arguments(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        full = args if instance is None else (instance, *args)
-        if self.key_fn is not None:
-            try:
-                return canonical(self.key_fn(*full, **kwargs))
-            except UncacheableArgument as exc:
-                raise exc.with_prefix("key(...)") from None
-        bound = self.binder.bind(full, kwargs)
-        if bound is None:
-            return MISS
-        return self._canonical_arguments(bound)
+        return material_bytes(key_material(self.namespace, self._version, self._canonical(call.source)))
 
     def _canonical_arguments(self, bound: dict[str, Any]) -> dict[str, Any]:
         arguments = {}
@@ -300,13 +291,14 @@ class Memo:
 
     def keys_for(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
         """Every storage key of a call: one, or one per sample slot."""
-        arguments = self._arguments(instance, *materialize(args, kwargs))
-        if arguments is MISS:
+        args, kwargs = materialize(args, kwargs)
+        source = self._source(instance, args, kwargs)
+        if source is MISS:
             # Let the signature explain what is wrong with the arguments.
             full = (instance, *args) if instance is not None else args
             inspect.signature(self.func).bind(*full, **kwargs)
             raise TypeError("arguments do not match the function's signature")  # pragma: no cover
-        material = key_material(self.namespace, self._version, arguments)
+        material = key_material(self.namespace, self._version, self._canonical(source))
         if self.samples is None:
             return [digest(material_bytes(material))]
         return [digest(material_bytes({**material, "s": slot})) for slot in range(self.samples)]
