@@ -13,12 +13,13 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._config import configure, mode, parse_ttl, reset_configuration
 from ._core import CacheInfo
 from ._decorator import CachedFunction, llm_cached
 from ._events import CallEvent, Stats, add_hook, capture, remove_hook, stats
+from ._wrap_path import unwrap, wrap
 from .backends import MISS, Backend
 from .backends.disk import DiskBackend
 from .backends.memory import MemoryBackend
@@ -36,6 +37,10 @@ from .errors import (
 from .keys import register_key_encoder
 from .serialize import register_type
 from .transfer import copy_entries, export_entries, import_entries
+
+if TYPE_CHECKING:  # imported lazily at run time (see __getattr__ below)
+    from .backends.redis import RedisBackend
+    from .integrations import patch_anthropic, patch_openai, unpatch_anthropic, unpatch_openai
 
 __all__ = [
     "MISS",
@@ -65,11 +70,17 @@ __all__ = [
     "llm_cached",
     "mode",
     "parse_ttl",
+    "patch_anthropic",
+    "patch_openai",
     "register_key_encoder",
     "register_type",
     "remove_hook",
     "reset_configuration",
     "stats",
+    "unpatch_anthropic",
+    "unpatch_openai",
+    "unwrap",
+    "wrap",
 ]
 
 __version__ = "0.1.0"
@@ -78,6 +89,11 @@ __version__ = "0.1.0"
 # must work without redis or the SDKs installed.
 _LAZY = {
     "RedisBackend": ("llm_memo.backends.redis", "RedisBackend", "redis"),
+    # The SDK patches need no extra to install: they defer until the SDK is imported.
+    "patch_openai": ("llm_memo.integrations", "patch_openai", "openai"),
+    "unpatch_openai": ("llm_memo.integrations", "unpatch_openai", "openai"),
+    "patch_anthropic": ("llm_memo.integrations", "patch_anthropic", "anthropic"),
+    "unpatch_anthropic": ("llm_memo.integrations", "unpatch_anthropic", "anthropic"),
 }
 
 

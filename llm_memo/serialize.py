@@ -91,6 +91,9 @@ _SDK_TYPE_PREFIXES = ("openai.types.", "openai.lib.", "anthropic.types.", "anthr
 
 _registered: dict[str, type] = {}
 
+# Private attributes the SDKs set on responses from headers; kept with the model.
+_PRIVATE_ATTRS = ("_request_id", "_workspace_id")
+
 
 def register_type(cls: type) -> type:
     """Allow ``cls`` to be rebuilt from cache content (usable as a class decorator).
@@ -247,9 +250,10 @@ def _enc_model(model: Any, reg: TypeRegistry) -> Any:
     # original did (the SDKs' to_dict() is this same call).
     data = model.model_dump(mode="json", by_alias=True, exclude_unset=True, warnings=False)
     private: dict[str, Any] = {}
-    rid = model.__dict__.get("_request_id")  # set by the openai SDK; not part of the dump
-    if isinstance(rid, str):
-        private["_request_id"] = rid
+    for name in _PRIVATE_ATTRS:  # set by the SDKs from response headers; not in the dump
+        value = model.__dict__.get(name)
+        if isinstance(value, str):
+            private[name] = value
     return {"$model": [reg.name_for(type(model)), data, private]}
 
 
@@ -367,8 +371,8 @@ def _rebuild_model(cls: Any, data: Any, private: dict[str, Any]) -> Any:
         # few unions cannot be validated at all: build it the way the SDK does.
         obj = _sdk_construct(cls, data)
     for name, value in private.items():
-        if name == "_request_id":
-            obj._request_id = value
+        if name in _PRIVATE_ATTRS and isinstance(value, str):
+            setattr(obj, name, value)
     return obj
 
 
