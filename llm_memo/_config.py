@@ -140,8 +140,13 @@ def reset_configuration() -> None:
 
 @contextlib.contextmanager
 def mode(value: Mode) -> Iterator[None]:
-    """Apply a cache mode to every cached call inside the block (threads and tasks started
-    inside inherit it through the context; others are unaffected)."""
+    """Apply a cache mode to every cached call inside the block.
+
+    It is a context variable: asyncio tasks created inside the block, and
+    ``asyncio.to_thread``, inherit it; a ``threading.Thread`` or executor thread
+    started inside does not (it starts with an empty context before Python 3.14;
+    run it in ``contextvars.copy_context().run`` to carry the mode). Other threads
+    and tasks are never affected."""
     token = _mode_override.set(check_mode(value))
     try:
         yield

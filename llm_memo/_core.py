@@ -7,6 +7,7 @@ loops around these steps that differ only in how they wait for I/O.
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import threading
 import time
@@ -20,6 +21,7 @@ from ._binding import Binder, materialize
 from ._config import UNSET, Mode, check_mode, effective_mode, parse_ttl, settings
 from ._events import CallEvent, emit, listening, tokens_of
 from ._flight import AsyncFlights, Flights
+from ._lease import apeek, lease_async, lease_sync, peek
 from ._log import log, warn_limited
 from .backends import MISS, Backend, from_url
 from .errors import BackendError, CacheMiss, CorruptEntry, UncacheableArgument, UnstorableResult
@@ -120,12 +122,15 @@ class Memo:
         mode: Mode | None = None,
         cache_if: Callable[[Any], bool] | None = None,
         samples: int | None = None,
+        lease: Any = None,
         types: Iterable[type] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
         if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1):
             raise ValueError(f"samples={samples!r}: expected a positive int, or None for one result per key")
         self.samples = samples
+        #: Cross-process single-flight: seconds a lease on a missed key lives (None: off).
+        self.lease = parse_ttl(lease, name="lease")
         self._turns: dict[str, int] = {}
         self._raw_keys: dict[bytes, tuple[str, bytes]] = {}
         self._saved_seconds = 0.0
@@ -517,7 +522,18 @@ class Memo:
                 self.store(call, result, cost=cost)
             return result
 
-        value, led = self.flights.run(call.key, compute, self.fresh_copy)
+        def lead() -> Any:
+            if mode != "refresh":
+                stored = peek(self, call)  # landed since our miss, by a flight that just ended
+                if stored is not MISS:
+                    self.count("coalesced")
+                    return stored
+            return compute()
+
+        run = lead
+        if self.lease is not None and mode == "readwrite":
+            run = functools.partial(lease_sync, self, call, self.lease, compute)  # it peeks too
+        value, led = self.flights.run(call.key, run, self.fresh_copy)
         if not led:
             self.count("coalesced")
         return value
@@ -546,7 +562,18 @@ class Memo:
                 await self.astore(call, result, cost=cost)
             return result
 
-        value, led = await self.aflights.run(call.key, compute, self.fresh_copy)
+        async def alead() -> Any:
+            if mode != "refresh":
+                stored = await apeek(self, call)
+                if stored is not MISS:
+                    self.count("coalesced")
+                    return stored
+            return await compute()
+
+        arun = alead
+        if self.lease is not None and mode == "readwrite":
+            arun = functools.partial(lease_async, self, call, self.lease, compute)
+        value, led = await self.aflights.run(call.key, arun, self.fresh_copy)
         if not led:
             self.count("coalesced")
         return value

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable
+from datetime import timedelta
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 import wrapt
@@ -108,6 +109,7 @@ class _CachedWrapper(wrapt.FunctionWrapper[Any, Any]):
             "ignore": memo.ignore,
             "strict": memo.strict,
             "mode": memo.mode,
+            "lease": memo.lease,
         }
 
     def with_options(self, **options: Any) -> Any:
@@ -163,6 +165,7 @@ def llm_cached(
     mode: Mode | None = ...,
     cache_if: Callable[[Any], bool] | None = ...,
     samples: int | None = ...,
+    lease: float | str | timedelta | None = ...,
     types: Iterable[type] = ...,
     clock: Callable[[], float] = ...,
 ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
@@ -189,6 +192,8 @@ def llm_cached(func: Any = None, /, **options: Any) -> Any:
     * ``mode``: ``"readwrite"``, ``"readonly"``, ``"refresh"``, ``"replay"``, ``"off"``.
     * ``cache_if``: a predicate on the result; False means "do not store".
     * ``samples``: keep N distinct results per key (for sampled, non-deterministic calls).
+    * ``lease``: seconds (or ``"30s"``); on a miss, take a lease in the backend so that
+      processes sharing it make one call, not one each (off by default; see ``_lease``).
     * ``types``: extra classes the cache may rebuild results as.
     """
     if func is None:

@@ -2,18 +2,30 @@
 
 Threads: the first caller of a key (the leader) runs the call; later callers of the
 same key wait on an event and receive the leader's result or exception. Keys never
-wait on each other: the registry lock is held only to look up or insert.
+wait on each other: the registry lock is held only to look up, insert or remove.
 
 asyncio: the call runs in its own task, and every caller (the first included)
 awaits it through ``asyncio.shield``. Cancelling one caller therefore never cancels
 the others; when the last caller has gone, the task is cancelled, so nothing is
-stored for it. Entries leave the registry when their call ends, whatever the
-outcome, so the registry drains to empty.
+stored for it, and it leaves the registry at once (a caller arriving after that
+starts a new call instead of inheriting the cancellation). Entries leave the
+registry when their call ends, whatever the outcome, so the registry drains to
+empty.
+
+Results: the leader's caller gets the value itself; each waiter gets
+``copy(spare)``, where ``spare`` is one copy made *before* any caller returns, so a
+caller mutating its result (the leader's included) can never change what another
+caller receives.
+
+A re-entrant call (the call of a key, while running, calling the same key again
+from the same thread or the same task) runs directly instead of waiting for
+itself, which would deadlock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import threading
 from collections.abc import Awaitable, Callable
@@ -21,13 +33,18 @@ from typing import Any
 
 __all__ = ["AsyncFlights", "Flights"]
 
+_NO_SPARE: Any = object()
+
 
 class _Flight:
-    __slots__ = ("done", "error", "value")
+    __slots__ = ("done", "error", "owner", "spare", "value", "waiters")
 
-    def __init__(self) -> None:
+    def __init__(self, owner: int) -> None:
         self.done = threading.Event()
+        self.owner = owner
+        self.waiters = 0
         self.value: Any = None
+        self.spare: Any = _NO_SPARE
         self.error: BaseException | None = None
 
 
@@ -41,39 +58,68 @@ class Flights:
     def __len__(self) -> int:
         return len(self._flights)
 
+    def waiting(self, key: str | None = None) -> int:
+        """How many callers are waiting on a call in flight (of ``key``, or of any key)."""
+        with self._lock:
+            if key is not None:
+                flight = self._flights.get(key)
+                return flight.waiters if flight is not None else 0
+            return sum(f.waiters for f in self._flights.values())
+
     def run(self, key: str, fn: Callable[[], Any], copy: Callable[[Any], Any]) -> tuple[Any, bool]:
         """Run ``fn`` once per key at a time; returns ``(value, led)``.
 
-        Waiters get ``copy(value)``, so no two callers share one mutable result.
+        Waiters get copies, so no two callers share one mutable result.
         """
+        me = threading.get_ident()
         with self._lock:
             flight = self._flights.get(key)
-            leader = flight is None
             if flight is None:
-                flight = self._flights[key] = _Flight()
-        if not leader:
+                flight = self._flights[key] = _Flight(me)
+                role = "lead"
+            elif flight.owner == me:
+                role = "reenter"
+            else:
+                flight.waiters += 1
+                role = "wait"
+        if role == "reenter":
+            return fn(), True
+        if role == "wait":
             flight.done.wait()
             if flight.error is not None:
                 raise flight.error
-            return copy(flight.value), False
+            return copy(flight.value if flight.spare is _NO_SPARE else flight.spare), False
         try:
-            flight.value = fn()
+            value = fn()
         except BaseException as exc:
             flight.error = exc
+            self._land(key, flight, copy)
             raise
+        flight.value = value
+        self._land(key, flight, copy)
+        return value, True
+
+    def _land(self, key: str, flight: _Flight, copy: Callable[[Any], Any]) -> None:
+        """Leave the registry, make the waiters' spare copy, then wake them."""
+        with self._lock:
+            del self._flights[key]
+            waiters = flight.waiters  # final: nobody can join a flight that left the registry
+        try:
+            if waiters and flight.error is None:
+                flight.spare = copy(flight.value)  # before the leader's caller can touch the value
+        except Exception:
+            pass  # the waiters copy the value itself
         finally:
-            with self._lock:
-                del self._flights[key]
             flight.done.set()
-        return flight.value, True
 
 
 class _AsyncFlight:
-    __slots__ = ("callers", "task")
+    __slots__ = ("callers", "spare", "task")
 
-    def __init__(self, task: asyncio.Task[Any]) -> None:
-        self.task = task
+    def __init__(self) -> None:
+        self.task: asyncio.Task[Any] | None = None
         self.callers = 0
+        self.spare: Any = _NO_SPARE
 
 
 class AsyncFlights:
@@ -86,36 +132,59 @@ class AsyncFlights:
     def __len__(self) -> int:
         return len(self._flights)
 
+    def callers(self, key: str | None = None) -> int:
+        """How many callers are awaiting a call in flight (of ``key``, or of any key)."""
+        flights = list(self._flights.items())
+        return sum(f.callers for (_, k), f in flights if key is None or k == key)
+
     async def run(
         self, key: str, fn: Callable[[], Awaitable[Any]], copy: Callable[[Any], Any]
     ) -> tuple[Any, bool]:
         loop = asyncio.get_running_loop()
         slot = (loop, key)
         flight = self._flights.get(slot)
+        if flight is not None and flight.task is asyncio.current_task():
+            return await fn(), True  # re-entrant: awaiting our own task would never end
         leader = flight is None
         if flight is None:
-            task = loop.create_task(_as_coroutine(fn))
-            flight = self._flights[slot] = _AsyncFlight(task)
-            task.add_done_callback(functools.partial(self._finished, slot, flight))
+            flight = self._flights[slot] = _AsyncFlight()
+            flight.task = loop.create_task(_lead(flight, fn, copy))
+            flight.task.add_done_callback(functools.partial(self._finished, slot, flight))
+        task = flight.task
+        assert task is not None
         flight.callers += 1
         try:
-            value = await asyncio.shield(flight.task)
-        except asyncio.CancelledError:
+            value = await asyncio.shield(task)
+        except BaseException:
             flight.callers -= 1
-            if flight.callers == 0 and not flight.task.done():
-                flight.task.cancel()  # nobody is left to want the result
+            if flight.callers == 0 and not task.done():
+                # Only a cancelled caller leaves before the end, and nobody is left to want
+                # the result: cancel the call, and let the next caller start a new one.
+                task.cancel()
+                self._forget(slot, flight)
             raise
         flight.callers -= 1
-        return (value, True) if leader else (copy(value), False)
+        if leader:
+            return value, True
+        return copy(value if flight.spare is _NO_SPARE else flight.spare), False
+
+    def _forget(self, slot: tuple[asyncio.AbstractEventLoop, str], flight: _AsyncFlight) -> None:
+        if self._flights.get(slot) is flight:
+            del self._flights[slot]
 
     def _finished(
         self, slot: tuple[asyncio.AbstractEventLoop, str], flight: _AsyncFlight, task: asyncio.Task[Any]
     ) -> None:
-        if self._flights.get(slot) is flight:
-            del self._flights[slot]
+        self._forget(slot, flight)
         if not task.cancelled():
             task.exception()  # mark retrieved: the callers (if any) re-raise it themselves
 
 
-async def _as_coroutine(fn: Callable[[], Awaitable[Any]]) -> Any:
-    return await fn()
+async def _lead(flight: _AsyncFlight, fn: Callable[[], Awaitable[Any]], copy: Callable[[Any], Any]) -> Any:
+    value = await fn()
+    if flight.callers > 1:
+        # Made before any caller resumes: the leader's caller may mutate ``value`` as
+        # soon as it has it, and the other callers must not see that.
+        with contextlib.suppress(Exception):  # else the waiters copy the value itself
+            flight.spare = copy(value)
+    return value

@@ -13,6 +13,7 @@ await before it is iterated), so ``CacheMiss`` in replay mode surfaces there.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -20,8 +21,8 @@ from ._config import Mode
 from ._core import Call, Memo
 from ._log import warn_limited
 from .backends import MISS
-from .errors import CacheMiss, UnstorableResult
-from .serialize import dump_tree, encode_tree
+from .errors import CacheMiss, CorruptEntry, UnstorableResult
+from .serialize import decode_value, dump_tree, encode_tree
 
 __all__ = ["AsyncStreamDriver", "Recorder", "SyncStreamDriver"]
 
@@ -29,9 +30,10 @@ __all__ = ["AsyncStreamDriver", "Recorder", "SyncStreamDriver"]
 class Recorder:
     """Snapshots a stream's items; :meth:`commit` stores them as one entry."""
 
-    __slots__ = ("call", "enabled", "items", "memo", "trees")
+    __slots__ = ("began", "call", "enabled", "items", "memo", "trees")
 
     def __init__(self, memo: Memo, call: Call, *, enabled: bool = True) -> None:
+        self.began = time.perf_counter()  # the stream's cost is recorded with its entry
         self.memo = memo
         self.call = call
         self.enabled = enabled
@@ -64,15 +66,31 @@ class Recorder:
             self.memo.count("skipped")
             return None
 
+    def _judged(self, snapshot: bytes) -> Any:
+        """The items ``cache_if`` judges: as they were yielded, not as the consumer left them."""
+        if self.memo.cache_if is None:
+            return self.items
+        try:
+            return decode_value(snapshot, self.memo.types)
+        except CorruptEntry:  # pragma: no cover - a snapshot we just encoded always decodes
+            return self.items
+
+    def _ended(self) -> float:
+        cost = time.perf_counter() - self.began
+        self.memo.missed(self.call, cost)
+        return cost
+
     def commit(self) -> None:
+        cost = self._ended()
         snapshot = self._snapshot()
         if snapshot is not None:
-            self.memo.store(self.call, self.items, snapshot)
+            self.memo.store(self.call, self._judged(snapshot), snapshot, cost)
 
     async def acommit(self) -> None:
+        cost = self._ended()
         snapshot = self._snapshot()
         if snapshot is not None:
-            await self.memo.astore(self.call, self.items, snapshot)
+            await self.memo.astore(self.call, self._judged(snapshot), snapshot, cost)
 
 
 class SyncStreamDriver:

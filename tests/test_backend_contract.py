@@ -268,3 +268,15 @@ def test_reopens_after_close(store: Store) -> None:
     assert b.get("ns", k(1)) == b"v"  # close() releases connections, not entries
     b.set("ns", k(2), b"w", None)
     assert b.get("ns", k(2)) == b"w"
+
+
+def test_add_is_set_if_absent_and_ignores_expired_entries(store: Store) -> None:
+    # The cross-process lease relies on this being atomic in the store itself.
+    b = store.backend
+    assert b.add("lease", k(1), b"mine", 10) is True  # type: ignore[attr-defined]
+    assert b.add("lease", k(1), b"theirs", 10) is False  # type: ignore[attr-defined]
+    assert b.get("lease", k(1)) == b"mine"
+    store.advance(11)
+    assert b.add("lease", k(1), b"theirs", 10) is True  # type: ignore[attr-defined]
+    assert b.get("lease", k(1)) == b"theirs"
+

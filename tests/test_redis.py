@@ -432,3 +432,16 @@ def test_cluster_client_instance(redis_cluster_url: str, backends: Callable[...,
         backend.set("ns", k(1), b"v", None)
         assert backend.get("ns", k(1)) == b"v"
         assert backend.clear("ns") == 1
+
+
+async def test_native_async_add_is_set_if_absent(redis_url: str) -> None:
+    from llm_memo.backends.redis import RedisBackend
+
+    backend = RedisBackend(redis_url, prefix="aadd")
+    try:
+        assert await backend.aadd("lease", "a" * 64, b"mine", 10) is True
+        assert await backend.aadd("lease", "a" * 64, b"theirs", 10) is False
+        assert await backend.aget("lease", "a" * 64) == b"mine"
+    finally:
+        await backend.aclose()
+        backend.close()

@@ -95,6 +95,13 @@ class DiskBackend(Backend):
     def set(self, namespace: str, key: str, value: bytes, ttl: float | None) -> None:
         self.cache.set(key, value, expire=ttl, tag=namespace, retry=False)
 
+    def add(self, namespace: str, key: str, value: bytes, ttl: float | None) -> bool:
+        """Store ``value`` only if no live entry is there (set-if-absent); True if stored.
+
+        Atomic across threads and processes (diskcache's ``Cache.add``: one transaction).
+        """
+        return bool(self.cache.add(key, value, expire=ttl, tag=namespace, retry=False))
+
     def delete(self, namespace: str, key: str) -> bool:
         return bool(self.cache.delete(key, retry=False))
 

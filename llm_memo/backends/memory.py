@@ -65,6 +65,29 @@ class MemoryBackend(Backend):
                 _, (old_value, _) = self._data.popitem(last=False)
                 self._bytes -= len(old_value)
 
+    def add(self, namespace: str, key: str, value: bytes, ttl: float | None) -> bool:
+        """Store ``value`` only if no live entry is there (set-if-absent); True if stored.
+
+        Atomic under the lock: of concurrent ``add`` calls for one key, one wins.
+        """
+        if self.max_bytes is not None and len(value) > self.max_bytes:
+            return False
+        k = (namespace, key)
+        with self._lock:
+            now = self.clock()
+            item = self._data.get(k)
+            if item is not None and (item[1] is None or now < item[1]):
+                return False
+            self._pop(k)
+            self._data[k] = (value, None if ttl is None else now + ttl)
+            self._bytes += len(value)
+            while (self.max_entries is not None and len(self._data) > self.max_entries) or (
+                self.max_bytes is not None and self._bytes > self.max_bytes
+            ):
+                _, (old_value, _) = self._data.popitem(last=False)
+                self._bytes -= len(old_value)
+            return True
+
     def _pop(self, k: tuple[str, str]) -> bool:
         item = self._data.pop(k, None)
         if item is None:

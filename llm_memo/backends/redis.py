@@ -405,6 +405,12 @@ class RedisBackend(Backend):
         if self._write_refused:
             self._refused(None)
 
+    def add(self, namespace: str, key: str, value: bytes, ttl: float | None) -> bool:
+        """``SET NX``: store only if absent (a lease); True if it was stored."""
+        k = self._key(namespace, key)
+        px = None if ttl is None else max(1, math.ceil(ttl * 1000))
+        return bool(self._guard(lambda: self._client().set(k, value, px=px, nx=True)))
+
     def delete(self, namespace: str, key: str) -> bool:
         k = self._key(namespace, key)
         return bool(self._guard(lambda: self._client().unlink(k)))
@@ -482,6 +488,13 @@ class RedisBackend(Backend):
             raise
         if self._write_refused:
             self._refused(None)
+
+    async def aadd(self, namespace: str, key: str, value: bytes, ttl: float | None) -> bool:
+        if not self._owned:
+            return await asyncio.to_thread(self.add, namespace, key, value, ttl)
+        k = self._key(namespace, key)
+        px = None if ttl is None else max(1, math.ceil(ttl * 1000))
+        return bool(await self._aguard(lambda c: c.set(k, value, px=px, nx=True)))
 
     async def adelete(self, namespace: str, key: str) -> bool:
         if not self._owned:

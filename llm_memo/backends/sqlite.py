@@ -68,6 +68,12 @@ _SET = (
     " created = excluded.created, expires = excluded.expires"
 )
 # Bounded, so one write never pays for purging a huge backlog at once.
+# Set-if-absent (a lease): an expired row under the key is removed first, in the same transaction.
+_ADD_EXPIRED = "DELETE FROM llm_memo_entries WHERE key = ? AND expires IS NOT NULL AND expires <= ?"
+_ADD = (
+    "INSERT INTO llm_memo_entries (key, namespace, value, created, expires) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (key) DO NOTHING"
+)
 _PURGE = (
     "DELETE FROM llm_memo_entries WHERE rowid IN"
     " (SELECT rowid FROM llm_memo_entries WHERE expires <= ? LIMIT ?)"
@@ -220,6 +226,23 @@ class SQLiteBackend(Backend):
             raise
         if purge:
             self._next_purge = now + self.purge_interval
+
+    def add(self, namespace: str, key: str, value: bytes, ttl: float | None) -> bool:
+        """Store ``value`` only if ``key`` holds no live entry; True if it was stored."""
+        conn = self._conn()
+        if conn is None:
+            return False
+        now = self.clock()
+        expires = None if ttl is None else now + ttl
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(_ADD_EXPIRED, (key, now))
+            added = conn.execute(_ADD, (key, namespace, value, now, expires)).rowcount == 1
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return added
 
     def _write(self, sql: str, params: tuple[object, ...] = ()) -> int:
         conn = self._conn()

@@ -113,6 +113,17 @@ class TieredBackend(Backend):
 
     # ---------------------------------------------------------------- sync API
 
+    def add(self, namespace: str, key: str, value: bytes, ttl: float | None) -> bool:
+        """Set-if-absent on the last (shared) tier: leases coordinate through it."""
+        shared = self.tiers[-1]
+        add = getattr(shared, "add", None)
+        if callable(add):
+            return bool(add(namespace, key, value, ttl))
+        if shared.get(namespace, key) is not MISS:
+            return False
+        shared.set(namespace, key, value, ttl)
+        return shared.get(namespace, key) == value
+
     def get(self, namespace: str, key: str) -> bytes | Miss:
         error: BaseException | None = None
         answered = False

@@ -1,0 +1,426 @@
+"""Cached generators and async generators: record on the way through, store only a full run."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import inspect
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+import llm_memo
+from llm_memo import CacheInfo, CacheMiss, llm_cached
+from llm_memo._core import Memo
+
+N = 4
+
+
+def memo_of(f: Any) -> Memo:
+    """The memo behind a cached function (its counters, registries and backend)."""
+    memo: Memo = f._self_memo
+    return memo
+
+
+def _items(prompt: str) -> list[dict[str, Any]]:
+    return [{"i": i, "text": f"{prompt}-{i}", "tokens": [i]} for i in range(N)]
+
+
+def _entries(f: Any) -> int:
+    memo = memo_of(f)
+    return sum(1 for _ in memo.backend.entries(memo.namespace))
+
+
+class Source:
+    """Counts how often the underlying generator starts, finishes and is closed."""
+
+    def __init__(self) -> None:
+        self.started = 0
+        self.finished = 0
+        self.closed = 0
+
+
+def make_sync(**options: Any) -> tuple[Any, Source]:
+    src = Source()
+
+    @llm_cached(**options)
+    def stream(prompt: str) -> Iterator[dict[str, Any]]:
+        src.started += 1
+        try:
+            yield from _items(prompt)
+        except GeneratorExit:
+            src.closed += 1
+            raise
+        src.finished += 1
+
+    return stream, src
+
+
+def make_async(**options: Any) -> tuple[Any, Source]:
+    src = Source()
+
+    @llm_cached(**options)
+    async def stream(prompt: str) -> AsyncIterator[dict[str, Any]]:
+        src.started += 1
+        try:
+            for item in _items(prompt):
+                await asyncio.sleep(0)
+                yield item
+        except GeneratorExit:
+            src.closed += 1
+            raise
+        src.finished += 1
+
+    return stream, src
+
+
+# ------------------------------------------------------------------ full runs and replay
+
+
+def test_sync_full_run_stores_and_replays_as_a_generator() -> None:
+    stream, src = make_sync()
+    first = stream("p")
+    assert inspect.isgenerator(first)
+    assert list(first) == _items("p")
+    assert _entries(stream) == 1
+    again = stream("p")
+    assert inspect.isgenerator(again)
+    assert list(again) == _items("p")
+    assert src.started == 1
+    assert stream.cache_info() == CacheInfo(hits=1, misses=1, coalesced=0, stores=1, skipped=0, errors=0)
+
+
+async def test_async_full_run_stores_and_replays_as_an_async_generator() -> None:
+    stream, src = make_async()
+    assert inspect.isasyncgenfunction(stream)
+    first = stream("p")
+    assert inspect.isasyncgen(first)
+    assert [x async for x in first] == _items("p")
+    assert _entries(stream) == 1
+    again = stream("p")
+    assert inspect.isasyncgen(again)
+    assert [x async for x in again] == _items("p")
+    assert src.started == 1
+    assert stream.cache_info() == CacheInfo(hits=1, misses=1, coalesced=0, stores=1, skipped=0, errors=0)
+
+
+def test_sync_items_pass_through_as_they_arrive() -> None:
+    produced: list[int] = []
+
+    @llm_cached
+    def stream(n: int) -> Iterator[int]:
+        for i in range(n):
+            produced.append(i)
+            yield i
+
+    gen = stream(3)
+    assert next(gen) == 0 and produced == [0]  # not buffered: one item out, one item produced
+    assert next(gen) == 1 and produced == [0, 1]
+    assert list(gen) == [2]
+
+
+async def test_async_items_pass_through_as_they_arrive() -> None:
+    release = asyncio.Event()
+
+    @llm_cached
+    async def stream(n: int) -> AsyncIterator[int]:
+        yield 0
+        await release.wait()  # the first item is out before the source can go on
+        yield 1
+
+    gen = stream(2)
+    assert await asyncio.wait_for(anext(gen), 5) == 0
+    release.set()
+    assert [x async for x in gen] == [1]
+    assert [x async for x in stream(2)] == [0, 1]
+
+
+def test_sync_replay_close_works_and_the_entry_survives() -> None:
+    stream, src = make_sync(backend="disk")
+    list(stream("p"))
+    replay = stream("p")
+    assert next(replay) == _items("p")[0]
+    replay.close()
+    with pytest.raises(StopIteration):
+        next(replay)
+    assert list(stream("p")) == _items("p")
+    assert src.started == 1
+
+
+async def test_async_replay_aclose_works_and_the_entry_survives() -> None:
+    stream, src = make_async(backend="disk")
+    assert [x async for x in stream("p")] == _items("p")
+    replay = stream("p")
+    assert await anext(replay) == _items("p")[0]
+    await replay.aclose()
+    with pytest.raises(StopAsyncIteration):
+        await anext(replay)
+    assert [x async for x in stream("p")] == _items("p")
+    assert src.started == 1
+
+
+def test_sync_consumer_mutations_do_not_reach_the_stored_items() -> None:
+    stream, _ = make_sync()
+    for item in stream("p"):
+        item["text"] = "mutated"
+        item["tokens"].append(99)
+    assert list(stream("p")) == _items("p")
+    replayed = list(stream("p"))
+    replayed[0]["tokens"].append(7)
+    assert list(stream("p")) == _items("p")  # a replay is never aliased to the entry either
+
+
+async def test_async_consumer_mutations_do_not_reach_the_stored_items() -> None:
+    stream, _ = make_async()
+    async for item in stream("p"):
+        item["text"] = "mutated"
+        item["tokens"].append(99)
+    assert [x async for x in stream("p")] == _items("p")
+
+
+# ------------------------------------------------------------------ stopping early stores nothing
+
+
+@pytest.mark.parametrize("k", range(N + 1))
+def test_sync_closed_after_k_items_stores_nothing(k: int) -> None:
+    stream, src = make_sync()
+    gen = stream("p")
+    got = [next(gen) for _ in range(k)]
+    assert got == _items("p")[:k]
+    gen.close()
+    assert _entries(stream) == 0
+    assert src.closed == (1 if k > 0 else 0)  # the source is closed too, not left suspended
+    assert list(stream("p")) == _items("p")  # the next call runs the source again
+    assert src.started == (2 if k > 0 else 1)
+    assert _entries(stream) == 1
+
+
+@pytest.mark.parametrize("k", range(N + 1))
+def test_sync_break_and_garbage_collection_after_k_items_store_nothing(k: int) -> None:
+    stream, src = make_sync()
+    gen = stream("p")
+    for i, _ in enumerate(gen):
+        if i + 1 >= k:
+            break
+    if k == 0:
+        gen = stream("p")  # never iterated at all
+    del gen
+    gc.collect()
+    assert _entries(stream) == 0
+    assert src.finished == 0
+    assert stream.cache_info().stores == 0
+
+
+@pytest.mark.parametrize("k", range(N + 1))
+async def test_async_aclosed_after_k_items_stores_nothing(k: int) -> None:
+    stream, src = make_async()
+    gen = stream("p")
+    got = [await anext(gen) for _ in range(k)]
+    assert got == _items("p")[:k]
+    await gen.aclose()
+    assert _entries(stream) == 0
+    assert src.closed == (1 if k > 0 else 0)
+    assert [x async for x in stream("p")] == _items("p")
+    assert _entries(stream) == 1
+
+
+@pytest.mark.parametrize("k", range(1, N + 1))
+async def test_async_garbage_collected_after_k_items_stores_nothing(k: int) -> None:
+    stream, src = make_async()
+    gen = stream("p")
+    for _ in range(k):
+        await anext(gen)
+    del gen
+    gc.collect()
+    for _ in range(5):  # the loop's async-generator finalizer runs aclose() as a task
+        await asyncio.sleep(0)
+    assert src.closed == 1
+    assert _entries(stream) == 0
+    assert stream.cache_info().stores == 0
+
+
+@pytest.mark.parametrize("k", range(N))
+def test_sync_exception_mid_stream_stores_nothing_and_the_next_call_retries(k: int) -> None:
+    fail = [True]
+
+    @llm_cached
+    def stream(prompt: str) -> Iterator[int]:
+        for i in range(N):
+            if i == k and fail[0]:
+                raise RuntimeError(f"broke at {i}")
+            yield i
+
+    got: list[int] = []
+    with pytest.raises(RuntimeError, match=f"broke at {k}"):
+        for item in stream("p"):
+            got.append(item)
+    assert got == list(range(k))
+    assert _entries(stream) == 0
+    fail[0] = False
+    assert list(stream("p")) == list(range(N))
+    assert _entries(stream) == 1
+
+
+@pytest.mark.parametrize("k", range(N))
+async def test_async_exception_mid_stream_stores_nothing_and_the_next_call_retries(k: int) -> None:
+    fail = [True]
+
+    @llm_cached
+    async def stream(prompt: str) -> AsyncIterator[int]:
+        for i in range(N):
+            await asyncio.sleep(0)
+            if i == k and fail[0]:
+                raise RuntimeError(f"broke at {i}")
+            yield i
+
+    got: list[int] = []
+    with pytest.raises(RuntimeError, match=f"broke at {k}"):
+        async for item in stream("p"):
+            got.append(item)
+    assert got == list(range(k))
+    assert _entries(stream) == 0
+    fail[0] = False
+    assert [x async for x in stream("p")] == list(range(N))
+    assert _entries(stream) == 1
+
+
+def test_sync_exception_thrown_in_by_the_consumer_stores_nothing() -> None:
+    stream, _ = make_sync()
+    gen = stream("p")
+    next(gen)
+    with pytest.raises(KeyError):
+        gen.throw(KeyError("consumer gave up"))
+    assert _entries(stream) == 0
+
+
+@pytest.mark.parametrize("k", range(N))
+async def test_async_cancelled_task_mid_stream_stores_nothing(k: int) -> None:
+    reached = asyncio.Event()
+    cancelled: list[bool] = []
+
+    @llm_cached
+    async def stream(prompt: str) -> AsyncIterator[int]:
+        for i in range(N):
+            if i == k:
+                reached.set()
+                try:
+                    await asyncio.Event().wait()  # a slow model: never answers
+                except asyncio.CancelledError:
+                    cancelled.append(True)
+                    raise
+            yield i
+
+    got: list[int] = []
+
+    async def consume() -> None:
+        async for item in stream("p"):
+            got.append(item)
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(reached.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert got == list(range(k))
+    assert cancelled == [True]
+    assert _entries(stream) == 0
+    assert stream.cache_info().stores == 0
+
+
+async def test_async_consumer_cancelled_between_items_stores_nothing() -> None:
+    stream, src = make_async()
+    first = asyncio.Event()
+
+    async def consume() -> None:
+        async for _ in stream("p"):
+            first.set()
+            await asyncio.Event().wait()  # the consumer is slow, not the source
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(first.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    gc.collect()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert _entries(stream) == 0
+    assert src.finished == 0
+
+
+# ------------------------------------------------------------------ modes and policies on streams
+
+
+def test_sync_replay_mode_miss_raises_cache_miss_without_calling() -> None:
+    stream, src = make_sync(mode="replay")
+    gen = stream("p")
+    with pytest.raises(CacheMiss) as info:
+        next(gen)
+    assert info.value.function == memo_of(stream).namespace
+    assert info.value.key == stream.cache_key("p")
+    assert src.started == 0
+    with llm_memo.mode("readwrite"):
+        list(stream("p"))
+    assert list(stream("p")) == _items("p")
+    assert src.started == 1
+
+
+async def test_async_replay_mode_miss_raises_cache_miss_without_calling() -> None:
+    stream, src = make_async(mode="replay")
+    gen = stream("p")
+    with pytest.raises(CacheMiss) as info:
+        await anext(gen)
+    assert info.value.function == memo_of(stream).namespace
+    assert info.value.key == stream.cache_key("p")
+    assert src.started == 0
+    with llm_memo.mode("readwrite"):
+        assert [x async for x in stream("p")] == _items("p")
+    assert [x async for x in stream("p")] == _items("p")
+    assert src.started == 1
+
+
+def test_the_mode_is_taken_when_the_generator_is_created() -> None:
+    stream, src = make_sync()
+    with llm_memo.mode("replay"):
+        gen = stream("p")
+    with pytest.raises(CacheMiss):
+        next(gen)
+    assert src.started == 0
+
+
+def test_sync_cache_if_judges_the_items_as_they_were_yielded() -> None:
+    seen: list[Any] = []
+
+    def keep(items: list[dict[str, Any]]) -> bool:
+        seen.append(items)
+        return all(item["text"] != "mutated" for item in items)
+
+    stream, _ = make_sync(cache_if=keep)
+    for item in stream("p"):
+        item["text"] = "mutated"
+    assert seen == [_items("p")]
+    assert _entries(stream) == 1
+
+
+async def test_async_cache_if_false_stores_nothing() -> None:
+    stream, src = make_async(cache_if=lambda items: len(items) > N)
+    assert [x async for x in stream("p")] == _items("p")
+    assert [x async for x in stream("p")] == _items("p")
+    assert src.started == 2
+    assert _entries(stream) == 0
+    assert stream.cache_info().skipped == 2
+
+
+def test_unstorable_item_streams_on_and_stores_nothing() -> None:
+    marker = object()
+
+    @llm_cached
+    def stream() -> Iterator[Any]:
+        yield 1
+        yield marker
+        yield 3
+
+    assert list(stream()) == [1, marker, 3]
+    assert _entries(stream) == 0
+    assert stream.cache_info().skipped == 1
