@@ -31,6 +31,7 @@ Connections are opened lazily, one per thread, and reopened in a forked child
 from __future__ import annotations
 
 import os
+import random
 import sqlite3
 import threading
 import time
@@ -158,7 +159,22 @@ class SQLiteBackend(Backend):
         return conn
 
     def _prepare_file(self) -> bool:
-        """Create the file and table if needed; False when the file's format is newer."""
+        """Create the file and table if needed; False when the file's format is newer.
+
+        Switching a new file to WAL takes an exclusive lock, and SQLite answers BUSY
+        at once (without its busy handler) while another process is opening the same
+        new file: retry that for up to ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                return self._prepare_file_once()
+            except sqlite3.OperationalError as exc:
+                if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01 + random.random() * 0.02)
+
+    def _prepare_file_once(self) -> bool:
         if not self.path.parent.exists():
             ensure_private_dir(self.path.parent)  # only directories we create are made private
         touch_private_file(self.path)
