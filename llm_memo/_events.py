@@ -102,7 +102,18 @@ def capture() -> Iterator[list[CallEvent]]:
 
 
 def tokens_of(value: Any) -> int | None:
-    """Tokens reported by an SDK response's ``usage`` (OpenAI and Anthropic shapes)."""
+    """Tokens reported by an SDK response's ``usage`` (OpenAI and Anthropic shapes).
+
+    For a recorded stream (a list of chunks) the usage is on one of the last chunks
+    (OpenAI's final chunk, Anthropic's message_delta); only those are looked at, so
+    a long list result costs nothing here.
+    """
+    if isinstance(value, list):
+        for item in value[-1:-4:-1]:
+            found = tokens_of(item)
+            if found is not None:
+                return found
+        return None
     usage = value.get("usage") if isinstance(value, dict) else getattr(value, "usage", None)
     if usage is None:
         return None

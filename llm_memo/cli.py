@@ -73,6 +73,10 @@ COMMANDS: dict[str, Command] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ._cli_store import STORE_COMMANDS  # here, not at import: _cli_store imports Command from us
+
+    for name, command in STORE_COMMANDS.items():
+        COMMANDS.setdefault(name, command)
     parser = argparse.ArgumentParser(prog="llm-memo", description="Memoize LLM calls.")
     subparsers = parser.add_subparsers(dest="subcommand", metavar="COMMAND", required=True)
     for name, command in COMMANDS.items():

@@ -28,8 +28,9 @@ def test_capture_records_hits_and_misses_with_latency_age_and_savings(clock: Any
         ask("a")
     kinds = [c.kind for c in calls]
     assert kinds == ["miss", "store", "hit"]
-    miss, store, hit = calls
-    assert miss.function == hit.function and miss.key == hit.key == ask.cache_key("a")
+    miss, stored, hit = calls
+    assert miss.function == stored.function == hit.function
+    assert miss.key == stored.key == hit.key == ask.cache_key("a")
     assert miss.latency is not None and miss.latency >= 0.02
     assert hit.latency is not None and hit.latency < miss.latency
     assert hit.age == pytest.approx(30)

@@ -103,7 +103,10 @@ class DiskBackend(Backend):
         return bool(self.cache.add(key, value, expire=ttl, tag=namespace, retry=False))
 
     def delete(self, namespace: str, key: str) -> bool:
-        return bool(self.cache.delete(key, retry=False))
+        # diskcache's delete() skips rows past their expiry; ours removes them too.
+        # Values live in the row (no files to unlink) and triggers keep the counts.
+        with self.cache.transact():
+            return bool(self.cache._sql("DELETE FROM Cache WHERE key = ?", (key,)).rowcount)
 
     def clear(self, namespace: str | None = None) -> int:
         if namespace is None:
