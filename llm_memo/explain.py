@@ -315,7 +315,9 @@ def compare(
         ranked.append((distance, -int(created * 1000), explanation))
         if len(ranked) > 4 * max(limit, 1) + 64:
             ranked = heapq.nsmallest(max(limit, 1), ranked, key=lambda r: (r[0], r[1], r[2].key))
-    result.closest = [r[2] for r in heapq.nsmallest(max(limit, 0), ranked, key=lambda r: (r[0], r[1], r[2].key))]
+    result.closest = [
+        r[2] for r in heapq.nsmallest(max(limit, 0), ranked, key=lambda r: (r[0], r[1], r[2].key))
+    ]
     return result
 
 
