@@ -7,6 +7,7 @@
 ``"sqlite"``           one SQLite file (``$LLM_MEMO_DIR/cache.sqlite3``)
 ``"sqlite:<path>"``    one SQLite file at ``<path>``
 ``"redis://..."``      Redis (also ``rediss://``, ``unix://``, ``redis+cluster://``)
+``"cassette:<path>"``  a reviewable JSON file (for recorded test suites)
 =====================  =======================================================
 
 A URL names one shared instance: every function configured with ``"disk"`` uses
@@ -41,6 +42,7 @@ _schemes: dict[str, str | Callable[[str, str], Backend]] = {
     "memory": "llm_memo.backends.memory:_from_url",
     "disk": "llm_memo.backends.disk:_from_url",
     "sqlite": "llm_memo.backends.sqlite:_from_url",
+    "cassette": "llm_memo.backends.cassette:_from_url",
     "redis": "llm_memo.backends.redis:_from_url",
     "rediss": "llm_memo.backends.redis:_from_url",
     "unix": "llm_memo.backends.redis:_from_url",
@@ -85,6 +87,8 @@ def from_url(url: str) -> Backend:
 
 
 def _normalise(scheme: str, rest: str, url: str) -> str:
+    if scheme == "cassette":
+        return f"cassette:{Path(rest).expanduser().resolve()}"
     if scheme in ("disk", "sqlite"):
         # The default location is read now, so a changed LLM_MEMO_DIR gets its own
         # store; "disk" and "disk:<its default dir>" name the same instance.
