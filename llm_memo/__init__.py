@@ -17,11 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from ._config import configure, mode, parse_ttl, reset_configuration
 from ._core import CacheInfo
-from ._decorator import CachedFunction, llm_cached
 from ._events import CallEvent, Stats, add_hook, capture, remove_hook, stats
-from ._wrap_path import unwrap, wrap
 from .backends import MISS, Backend
-from .backends.disk import DiskBackend
 from .backends.memory import MemoryBackend
 from .backends.sqlite import SQLiteBackend
 from .backends.tiered import TieredBackend
@@ -39,6 +36,9 @@ from .serialize import register_type
 from .transfer import copy_entries, export_entries, import_entries
 
 if TYPE_CHECKING:  # imported lazily at run time (see __getattr__ below)
+    from ._decorator import CachedFunction, llm_cached
+    from ._wrap_path import unwrap, wrap
+    from .backends.disk import DiskBackend
     from .backends.redis import RedisBackend
     from .integrations import patch_anthropic, patch_openai, unpatch_anthropic, unpatch_openai
 
@@ -88,6 +88,13 @@ __version__ = "0.1.0"
 # Optional extras are imported only when used: `import llm_memo` must stay fast and
 # must work without redis or the SDKs installed.
 _LAZY = {
+    # Core pieces, loaded on first use: wrapt (with the asyncio and importlib.metadata
+    # it imports) and diskcache are most of what `import llm_memo` would cost.
+    "llm_cached": ("llm_memo._decorator", "llm_cached", ""),
+    "CachedFunction": ("llm_memo._decorator", "CachedFunction", ""),
+    "DiskBackend": ("llm_memo.backends.disk", "DiskBackend", ""),
+    "wrap": ("llm_memo._wrap_path", "wrap", ""),
+    "unwrap": ("llm_memo._wrap_path", "unwrap", ""),
     "RedisBackend": ("llm_memo.backends.redis", "RedisBackend", "redis"),
     # The SDK patches need no extra to install: they defer until the SDK is imported.
     "patch_openai": ("llm_memo.integrations", "patch_openai", "openai"),
@@ -102,6 +109,8 @@ def __getattr__(name: str) -> Any:
         module_name, attr, extra = _LAZY[name]
     except KeyError:
         raise AttributeError(f"module 'llm_memo' has no attribute {name!r}") from None
+    if not extra:
+        return getattr(importlib.import_module(module_name), attr)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

@@ -93,8 +93,20 @@ def materialize(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[An
     The key is built from the items, and the same list is passed on to the
     function, so it sees every item (building the key must not consume them).
     """
-    if any(hasattr(type(a), "__next__") for a in args):
+    if args and _any_one_shot(args):
         args = tuple(list(a) if hasattr(type(a), "__next__") else a for a in args)
-    if kwargs and any(hasattr(type(v), "__next__") for v in kwargs.values()):
+    if kwargs and _any_one_shot(kwargs.values()):
         kwargs = {k: list(v) if hasattr(type(v), "__next__") else v for k, v in kwargs.items()}
     return args, kwargs
+
+
+# The types a prompt is made of are never iterators: tested by identity, no hasattr().
+_PLAIN = frozenset({str, int, float, bool, type(None), bytes, list, tuple, dict})
+
+
+def _any_one_shot(values: Iterable[Any]) -> bool:
+    for value in values:
+        t = type(value)
+        if t not in _PLAIN and hasattr(t, "__next__"):
+            return True
+    return False

@@ -25,7 +25,7 @@ from ._lease import apeek, lease_async, lease_sync, peek
 from ._log import log, warn_limited
 from .backends import MISS, Backend, from_url
 from .errors import BackendError, CacheMiss, CorruptEntry, UncacheableArgument, UnstorableResult
-from .keys import canonical, digest, fingerprint, key_material, material_bytes, raw_json
+from .keys import canonical, digest, fingerprint, key_material, material_bytes, raw_injective, raw_json
 from .serialize import TypeRegistry, decode_value, encode_value, pack_entry, unpack_entry
 
 __all__ = ["CacheInfo", "Call", "Memo", "all_memos"]
@@ -63,8 +63,11 @@ _memos: weakref.WeakSet[Memo] = weakref.WeakSet()
 
 #: With ``samples``, the per-key turn counters are forgotten beyond this many keys.
 _MAX_TRACKED_KEYS = 100_000
-#: Raw-JSON -> key shortcuts kept per function (cleared when full: it is only a cache).
-_MAX_RAW_KEYS = 1024
+#: The raw-JSON -> key shortcuts of one function may hold about this many bytes
+#: (some 3,500 chat-sized calls, or 65,000 tiny ones); then the map starts over.
+_MAX_RAW_BYTES = 16 * 1024 * 1024
+#: What one shortcut costs besides its raw bytes (the key string, fingerprint, tuple, slot).
+_RAW_ENTRY_OVERHEAD = 256
 
 
 def all_memos() -> list[Memo]:
@@ -133,6 +136,7 @@ class Memo:
         self.lease = parse_ttl(lease, name="lease")
         self._turns: dict[str, int] = {}
         self._raw_keys: dict[bytes, tuple[str, bytes]] = {}
+        self._raw_size = 0
         self._saved_seconds = 0.0
         self._saved_tokens = 0
         self.flights = Flights()
@@ -240,9 +244,14 @@ class Memo:
             material["s"] = self.next_sample(digest(material_bytes(material)))
         data = material_bytes(material)
         call = Call(digest(data), fingerprint(data), data, args, kwargs, source)
-        if raw is not None:
-            if len(self._raw_keys) >= _MAX_RAW_KEYS:
+        # A lookup of bytes never stored costs nothing, so the null check (a scan of
+        # the whole prompt) is paid here, once per new call, not on every hit.
+        if raw is not None and raw_injective(raw):
+            size = len(raw) + _RAW_ENTRY_OVERHEAD
+            self._raw_size += size
+            if self._raw_size > _MAX_RAW_BYTES:
                 self._raw_keys.clear()  # only a cache: start over rather than grow
+                self._raw_size = size
             self._raw_keys[raw] = (call.key, call.fingerprint)
         return call
 
@@ -355,7 +364,7 @@ class Memo:
                 "llm_memo: ignoring entry %s... of %s: %s",
                 call.key[:16],
                 self.namespace,
-                exc,
+                str(exc),  # not the exception: a kept record would pin its frames
             )
             return MISS
         tokens = tokens_of(value)

@@ -24,12 +24,14 @@ itself, which would deadlock.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["AsyncFlights", "Flights"]
 
@@ -40,7 +42,7 @@ class _Flight:
     __slots__ = ("done", "error", "owner", "spare", "value", "waiters")
 
     def __init__(self, owner: int) -> None:
-        self.done = threading.Event()
+        self.done: threading.Event | None = None  # made by the first waiter, under the lock
         self.owner = owner
         self.waiters = 0
         self.value: Any = None
@@ -81,10 +83,13 @@ class Flights:
                 role = "reenter"
             else:
                 flight.waiters += 1
+                if flight.done is None:
+                    flight.done = threading.Event()
                 role = "wait"
         if role == "reenter":
             return fn(), True
         if role == "wait":
+            assert flight.done is not None
             flight.done.wait()
             if flight.error is not None:
                 raise flight.error
@@ -104,6 +109,9 @@ class Flights:
         with self._lock:
             del self._flights[key]
             waiters = flight.waiters  # final: nobody can join a flight that left the registry
+        if not waiters:
+            return  # nobody to wake, and no Event was ever made
+        assert flight.done is not None
         try:
             if waiters and flight.error is None:
                 flight.spare = copy(flight.value)  # before the leader's caller can touch the value
@@ -140,6 +148,8 @@ class AsyncFlights:
     async def run(
         self, key: str, fn: Callable[[], Awaitable[Any]], copy: Callable[[Any], Any]
     ) -> tuple[Any, bool]:
+        import asyncio  # not at module level: `import llm_memo` must not pay for asyncio
+
         loop = asyncio.get_running_loop()
         slot = (loop, key)
         flight = self._flights.get(slot)

@@ -27,7 +27,6 @@ strict mode), never blocks.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import socket
@@ -44,6 +43,8 @@ from .keys import digest
 from .serialize import decode_value, unpack_entry
 
 if TYPE_CHECKING:
+    import asyncio
+
     from ._core import Call, Memo
 
 __all__ = ["LEASE_SUFFIX", "apeek", "lease_async", "lease_key", "lease_sync", "peek", "poll_delays"]
@@ -115,6 +116,8 @@ class _Lease:
         if callable(aadd):
             return bool(await aadd(self.namespace, self.key, self.token, self.ttl))
         if callable(getattr(self.backend, "add", None)) and self.backend.blocking:
+            import asyncio
+
             return await asyncio.to_thread(self.try_take)
         if callable(getattr(self.backend, "add", None)):
             return self.try_take()
@@ -250,6 +253,8 @@ def _hold(lease: _Lease, compute: Callable[[], T]) -> T:
 
 async def lease_async(memo: Memo, call: Call, ttl: float, compute: Callable[[], Awaitable[T]]) -> T:
     """The asyncio twin of :func:`lease_sync`."""
+    import asyncio  # not at module level: `import llm_memo` must not pay for asyncio
+
     lease = _Lease(memo, call, ttl)
     while True:
         try:
@@ -267,6 +272,8 @@ async def lease_async(memo: Memo, call: Call, ttl: float, compute: Callable[[], 
 
 
 async def _ahold(lease: _Lease, compute: Callable[[], Awaitable[T]]) -> T:
+    import asyncio
+
     stop = asyncio.Event()
 
     async def heartbeat() -> None:

@@ -94,7 +94,14 @@ def _tag(name: str, value: Any) -> dict[str, Any]:
 
 
 def _sort_key(value: Any) -> bytes:
-    return orjson.dumps(value, option=_SORT)
+    return _dumps(value)
+
+
+def _dumps(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value, option=_SORT)
+    except orjson.JSONEncodeError as exc:  # e.g. a str holding a lone surrogate
+        raise UncacheableArgument("", value, f"not valid Unicode text ({exc})") from None
 
 
 def _float(value: float) -> Any:
@@ -107,9 +114,16 @@ def _float(value: float) -> Any:
     return value
 
 
+#: Numbers from here on are refused: str() of such an int is refused by CPython
+#: (sys.get_int_max_str_digits) and int(Decimal("1E+999999")) takes seconds.
+_HUGE = 10**4000
+
+
 def _int(value: int) -> Any:
     if _INT64_MIN <= value <= _INT64_MAX:
         return value
+    if not -_HUGE < value < _HUGE:
+        raise UncacheableArgument("", value, "a number of more than 4000 digits")
     return _tag("int", str(value))  # orjson refuses ints beyond 64 bits
 
 
@@ -137,8 +151,12 @@ def _list(value: list[Any] | tuple[Any, ...], depth: int) -> list[Any]:
     out: list[Any] = []
     append = out.append
     for index, item in enumerate(value):
+        t = type(item)
+        if t is str or t is bool or item is None:  # most leaves: no call, no checks
+            append(item)
+            continue
         try:  # free unless it raises (3.11+), and it lets the error name the index
-            append(canonical(item, depth))
+            append(_dict(item, depth) if t is dict else canonical(item, depth))
         except UncacheableArgument as exc:
             raise exc.with_prefix(f"[{index}]") from None
     return out
@@ -152,11 +170,15 @@ def _dict(value: dict[Any, Any], depth: int) -> Any:
     for k, item in value.items():
         if type(k) is not str:
             return _mapping(value, depth)
-        try:
-            encoded = canonical(item, depth)
-        except UncacheableArgument as exc:
-            raise exc.with_prefix("[" + orjson.dumps(k).decode() + "]") from None
-        out["\x00" + k if k.startswith("\x00") else k] = encoded
+        t = type(item)
+        if t is str or t is bool or item is None:  # most leaves: no call, no checks
+            encoded = item
+        else:
+            try:
+                encoded = _dict(item, depth) if t is dict else canonical(item, depth)
+            except UncacheableArgument as exc:
+                raise exc.with_prefix("[" + orjson.dumps(k).decode() + "]") from None
+        out["\x00" + k if k[:1] == "\x00" else k] = encoded
     return out
 
 
@@ -245,6 +267,8 @@ def _decimal(value: decimal.Decimal) -> Any:
         return _tag("decimal", "NaN")
     if value.is_infinite():
         return _float(float(value))
+    if value.adjusted() >= 4000:  # |value| >= 10**4000, as _int refuses
+        raise UncacheableArgument("", value, "a number of more than 4000 digits")
     if value == value.to_integral_value():
         return _int(int(value))
     as_float = float(value)
@@ -287,16 +311,21 @@ def raw_json(value: Any) -> bytes | None:
     Only JSON's own types get through (str, 64-bit ints, floats, bools, lists,
     tuples, dicts with str keys, and enums and UUIDs, which :func:`canonical`
     encodes as their values too); everything else makes orjson call ``_refuse``.
-    Output containing ``null`` is refused as well, because orjson writes NaN and
-    the infinities as ``null``, like ``None``. So equal raw bytes always mean
-    canonically equal values, and a cache from raw bytes to keys is exact: it
-    saves re-walking the same prompt on every call.
+    Output containing ``null`` is not injective (orjson writes NaN and the
+    infinities as ``null``, like ``None``): callers must never *remember* such
+    bytes (see :func:`raw_injective`). Bytes without ``null`` always mean
+    canonically equal values, so a cache from them to keys is exact: it saves
+    re-walking the same prompt on every call.
     """
     try:
-        raw = orjson.dumps(value, default=_refuse, option=_RAW_OPTIONS)
+        return orjson.dumps(value, default=_refuse, option=_RAW_OPTIONS)
     except TypeError:
         return None
-    return None if b"null" in raw else raw
+
+
+def raw_injective(raw: bytes) -> bool:
+    """Whether :func:`raw_json` bytes may be remembered (checked once, when stored)."""
+    return b"null" not in raw
 
 
 def key_material(namespace: str, version: Any, arguments: Any) -> dict[str, Any]:
@@ -306,7 +335,7 @@ def key_material(namespace: str, version: Any, arguments: Any) -> dict[str, Any]
 
 def material_bytes(material: dict[str, Any]) -> bytes:
     """The exact bytes that are hashed: sorted-key, compact JSON."""
-    return orjson.dumps(material, option=_SORT)
+    return _dumps(material)
 
 
 def digest(data: bytes) -> str:
@@ -320,4 +349,11 @@ def fingerprint(data: bytes) -> bytes:
     A read checks it, so even a SHA-256 collision (or a store that mixed up keys)
     can never serve another call's value.
     """
-    return hashlib.blake2b(data, digest_size=16, person=b"llm-memo-fp").digest()
+    # SHA-256 after a domain prefix: a collision of the key's hash does not carry over
+    # (different chaining state), and OpenSSL's SHA-256 is ~2x faster than blake2b here.
+    h = _FINGERPRINT.copy()
+    h.update(data)
+    return h.digest()[:16]
+
+
+_FINGERPRINT = hashlib.sha256(b"llm-memo-fp\x00")

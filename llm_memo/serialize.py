@@ -25,7 +25,7 @@ The entry never causes an import, and a name that is not allowed reads as a miss
     offset size
     0      4    magic  b"LMM" + format version (1)
     4      1    flags  (bit 0: value is zlib-compressed)
-    5      16   fingerprint of the full key material (blake2b, see keys.fingerprint)
+    5      16   fingerprint of the full key material (domain-separated SHA-256, keys.fingerprint)
     21     8    checksum: CRC-32 of every byte after this field (little-endian, zero-padded)
     29     8    created, unix seconds (float64, little-endian)
     37     8    expires, unix seconds, 0.0 for never
@@ -71,7 +71,7 @@ __all__ = [
     "unpack_entry",
 ]
 
-ENTRY_FORMAT_VERSION = 1
+ENTRY_FORMAT_VERSION = 2  # 2: SHA-256 fingerprints
 _MAGIC = b"LMM" + bytes([ENTRY_FORMAT_VERSION])
 _HEADER_SIZE = 57
 _COMPRESSED = 0x01
@@ -271,6 +271,9 @@ def decode_value(data: bytes, registry: TypeRegistry) -> Any:
         # wrapped in a tag): the parsed JSON is the value as it is.
         return tree
     try:
+        if type(tree) is dict and len(tree) == 1 and "$model" in tree:  # an SDK response
+            name, data_, private = tree["$model"]
+            return _rebuild_model(_allowed(registry, name), data_, private)
         return _dec(tree, registry, 0)
     except CorruptEntry:
         raise
@@ -359,9 +362,14 @@ def _allowed(reg: TypeRegistry, name: Any) -> Any:
     return cls
 
 
+_checked_models: set[type] = set()
+
+
 def _rebuild_model(cls: Any, data: Any, private: dict[str, Any]) -> Any:
-    if not _is_model_class(cls):
-        raise CorruptEntry(f"{cls!r} is not a pydantic model")
+    if cls not in _checked_models:
+        if not _is_model_class(cls):
+            raise CorruptEntry(f"{cls!r} is not a pydantic model")
+        _checked_models.add(cls)
     try:
         # Validating the object's own JSON dump is ~15x faster than the SDKs'
         # construct_type() and gives an equal object with the same fields_set.
@@ -425,6 +433,8 @@ def pack_entry(
 
 def unpack_entry(data: bytes, fingerprint: bytes | None) -> EntryHeader:
     """Check and open an entry. ``fingerprint=None`` skips only the key check (tools)."""
+    if type(data) is not bytes:  # a hand-edited SQLite row can hold an int, a float, text or NULL
+        raise CorruptEntry(f"stored value is {type(data).__name__}, not bytes")
     if len(data) < _HEADER_SIZE or data[:4] != _MAGIC:
         raise CorruptEntry("not an llm_memo entry, or a different format version")
     if fingerprint is not None and data[5:21] != fingerprint:
@@ -453,14 +463,27 @@ def read_entry(data: bytes) -> EntryHeader:
 
 
 def _inflate(data: bytes) -> bytes:
+    # In steps: decompress(data, cap) alone peaks at twice the cap (its block buffer,
+    # then the joined result), so a planted bomb cost 512+ MiB before it was refused.
     inflater = zlib.decompressobj()
+    parts: list[bytes] = []
+    total = 0
     try:
-        out = inflater.decompress(data, MAX_VALUE_BYTES)
+        while data and not inflater.eof:
+            part = inflater.decompress(data, _INFLATE_STEP)
+            total += len(part)
+            if total > MAX_VALUE_BYTES:
+                raise CorruptEntry("compressed value inflates beyond the size cap")
+            parts.append(part)
+            data = inflater.unconsumed_tail
     except zlib.error as exc:
         raise CorruptEntry(f"compressed value is damaged: {exc}") from None
-    if inflater.unconsumed_tail or not inflater.eof:
-        raise CorruptEntry("compressed value is truncated or inflates beyond the size cap")
-    return out
+    if not inflater.eof:
+        raise CorruptEntry("compressed value is truncated")
+    return b"".join(parts)
+
+
+_INFLATE_STEP = 1024 * 1024
 
 
 def _checksum(data: bytes | memoryview) -> bytes:

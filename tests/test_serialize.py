@@ -91,7 +91,7 @@ def test_fingerprint_mismatch_is_corrupt() -> None:
 
 def test_truncated_and_foreign_bytes_are_corrupt() -> None:
     data = pack_entry(encode_value("x" * 100, EMPTY), FP, 1.0, None)
-    for bad in (data[:10], data[:-5], b"", b"\x80\x04pickle", b"LMM\x02" + data[4:]):
+    for bad in (data[:10], data[:-5], b"", b"\x80\x04pickle", b"LMM\x09" + data[4:]):
         with pytest.raises(CorruptEntry):
             unpack_entry(bad, FP)
 

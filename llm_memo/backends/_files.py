@@ -7,7 +7,7 @@ import os
 import stat
 from pathlib import Path
 
-__all__ = ["ensure_private_dir", "touch_private_file"]
+__all__ = ["check_own_file", "check_shared_dir", "ensure_private_dir", "touch_private_file"]
 
 log = logging.getLogger("llm_memo")
 
@@ -49,3 +49,30 @@ def touch_private_file(path: Path) -> None:
         return
     os.close(fd)
     os.chmod(path, 0o600)
+
+
+def check_shared_dir(path: Path) -> None:
+    """An existing directory that will hold a SQLite store (and its -wal/-shm files).
+
+    Refused if another user owns it (root's sticky /tmp excepted); used with a
+    warning if others may write to it, as for the disk store.
+    """
+    info = path.stat()
+    sticky_root = info.st_uid == 0 and info.st_mode & stat.S_ISVTX
+    if hasattr(os, "getuid") and info.st_uid != os.getuid() and not sticky_root:
+        raise PermissionError(
+            f"refusing cache directory {path}: it is owned by uid {info.st_uid}, not by this user"
+        )
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        log.warning("llm_memo: cache directory %s is writable by other users; prefer mode 0700", path)
+
+
+def check_own_file(path: Path) -> None:
+    """Refuse a store file (or its -wal/-shm) that another user owns: they could plant entries."""
+    for candidate in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            uid = candidate.stat().st_uid
+        except FileNotFoundError:
+            continue
+        if hasattr(os, "getuid") and uid != os.getuid():
+            raise PermissionError(f"refusing {candidate}: it is owned by uid {uid}, not by this user")

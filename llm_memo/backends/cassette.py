@@ -346,7 +346,6 @@ def _from_url(url: str, rest: str) -> CassetteBackend:
     return CassetteBackend(Path(rest).expanduser())
 
 
-
 class CassetteRouter(Backend):
     """One cassette per source file, picked at call time (the pytest plugin's backend).
 

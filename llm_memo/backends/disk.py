@@ -88,19 +88,29 @@ class DiskBackend(Backend):
                 cache = self._cache
         return cache
 
+    def _run(self, op: Any) -> Any:
+        """``op(cache)``; a damaged database (not a lock, not a full disk) is reopened on
+        the next call, so a store an operator deleted or replaced is picked up."""
+        try:
+            return op(self.cache)
+        except sqlite3.DatabaseError as exc:
+            if not isinstance(exc, sqlite3.OperationalError):
+                self.close()
+            raise
+
     def get(self, namespace: str, key: str) -> bytes | Miss:
-        value = self.cache.get(key, default=MISS, retry=False)
+        value = self._run(lambda c: c.get(key, default=MISS, retry=False))
         return value if type(value) is bytes else MISS
 
     def set(self, namespace: str, key: str, value: bytes, ttl: float | None) -> None:
-        self.cache.set(key, value, expire=ttl, tag=namespace, retry=False)
+        self._run(lambda c: c.set(key, value, expire=ttl, tag=namespace, retry=False))
 
     def add(self, namespace: str, key: str, value: bytes, ttl: float | None) -> bool:
         """Store ``value`` only if no live entry is there (set-if-absent); True if stored.
 
         Atomic across threads and processes (diskcache's ``Cache.add``: one transaction).
         """
-        return bool(self.cache.add(key, value, expire=ttl, tag=namespace, retry=False))
+        return bool(self._run(lambda c: c.add(key, value, expire=ttl, tag=namespace, retry=False)))
 
     def delete(self, namespace: str, key: str) -> bool:
         # diskcache's delete() skips rows past their expiry; ours removes them too.
@@ -110,8 +120,8 @@ class DiskBackend(Backend):
 
     def clear(self, namespace: str | None = None) -> int:
         if namespace is None:
-            return int(self.cache.clear(retry=False))
-        return int(self.cache.evict(namespace, retry=False))
+            return int(self._run(lambda c: c.clear(retry=False)))
+        return int(self._run(lambda c: c.evict(namespace, retry=False)))
 
     def entries(self, namespace: str | None = None) -> Iterator[StoredEntry]:
         con = self.cache._sql  # read straight from the table: no per-row get() round trips

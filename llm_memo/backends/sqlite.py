@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .._log import log
-from ._files import ensure_private_dir, touch_private_file
+from ._files import check_own_file, check_shared_dir, ensure_private_dir, touch_private_file
 from .base import MISS, Backend, Miss, StoredEntry
 
 __all__ = ["SCHEMA_VERSION", "SQLiteBackend"]
@@ -177,7 +177,10 @@ class SQLiteBackend(Backend):
     def _prepare_file_once(self) -> bool:
         if not self.path.parent.exists():
             ensure_private_dir(self.path.parent)  # only directories we create are made private
+        else:
+            check_shared_dir(self.path.parent)  # -wal and -shm files are created there too
         touch_private_file(self.path)
+        check_own_file(self.path)
         conn = self._open()
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -216,7 +219,11 @@ class SQLiteBackend(Backend):
             conn = self._connect()
         if conn is None:
             return MISS
-        row = conn.execute(_GET, (key,)).fetchone()
+        try:
+            row = conn.execute(_GET, (key,)).fetchone()
+        except sqlite3.DatabaseError as exc:
+            self._forget_if_corrupt(exc)
+            raise
         if row is None:
             return MISS
         value, expires = row
@@ -237,8 +244,10 @@ class SQLiteBackend(Backend):
             if purge:
                 conn.execute(_PURGE, (now, _PURGE_BATCH))
             conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
+        except BaseException as exc:
+            if conn.in_transaction:  # SQLite already rolled back on FULL, IOERR, CORRUPT...
+                conn.execute("ROLLBACK")
+            self._forget_if_corrupt(exc)
             raise
         if purge:
             self._next_purge = now + self.purge_interval
@@ -255,10 +264,20 @@ class SQLiteBackend(Backend):
             conn.execute(_ADD_EXPIRED, (key, now))
             added = conn.execute(_ADD, (key, namespace, value, now, expires)).rowcount == 1
             conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
+        except BaseException as exc:
+            if conn.in_transaction:  # SQLite already rolled back on FULL, IOERR, CORRUPT...
+                conn.execute("ROLLBACK")
+            self._forget_if_corrupt(exc)
             raise
         return added
+
+    def _forget_if_corrupt(self, exc: BaseException) -> None:
+        """A damaged file (not a lock, not a full disk): reopen the path on the next call,
+        so a store an operator deleted or replaced is picked up without a restart."""
+        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+            with self._lock:
+                self._ready_pid = -1
+            self.close()
 
     def _write(self, sql: str, params: tuple[object, ...] = ()) -> int:
         conn = self._conn()
@@ -268,8 +287,10 @@ class SQLiteBackend(Backend):
         try:
             count = conn.execute(sql, params).rowcount
             conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
+        except BaseException as exc:
+            if conn.in_transaction:  # SQLite already rolled back on FULL, IOERR, CORRUPT...
+                conn.execute("ROLLBACK")
+            self._forget_if_corrupt(exc)
             raise
         return count
 
