@@ -15,6 +15,7 @@ from typing import Any
 
 __all__ = ["llm_memo_command", "parse_json", "run_cli"]
 
+
 def llm_memo_command() -> list[str]:
     """The argv prefix that runs ``llm-memo``."""
     return [sys.executable, "-m", "llm_memo"]

@@ -279,4 +279,3 @@ def test_add_is_set_if_absent_and_ignores_expired_entries(store: Store) -> None:
     store.advance(11)
     assert b.add("lease", k(1), b"theirs", 10) is True  # type: ignore[attr-defined]
     assert b.get("lease", k(1)) == b"theirs"
-
