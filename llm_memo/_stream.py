@@ -14,7 +14,7 @@ await before it is iterated), so ``CacheMiss`` in replay mode surfaces there.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from typing import Any
 
 from ._config import Mode
@@ -24,7 +24,7 @@ from .backends import MISS
 from .errors import CacheMiss, CorruptEntry, UnstorableResult
 from .serialize import decode_value, dump_tree, encode_tree
 
-__all__ = ["AsyncStreamDriver", "Recorder", "SyncStreamDriver"]
+__all__ = ["AsyncStreamDriver", "Recorder", "SyncStreamDriver", "arecorded", "recorded"]
 
 
 class Recorder:
@@ -93,6 +93,32 @@ class Recorder:
             await self.memo.astore(self.call, self._judged(snapshot), snapshot, cost)
 
 
+def recorded(source: Iterator[Any], recorder: Recorder) -> Iterator[Any]:
+    """Pass ``source``'s items through, snapshotting each; commit only after a normal end."""
+    try:
+        for item in source:
+            recorder.add(item)  # snapshot first: consumers (and SDK helpers) mutate items
+            yield item
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()  # stopped early: close the source too (a no-op once exhausted)
+    recorder.commit()  # reached only when the source ended normally
+
+
+async def arecorded(source: AsyncIterator[Any], recorder: Recorder) -> AsyncGenerator[Any, None]:
+    """The async twin of :func:`recorded`."""
+    try:
+        async for item in source:
+            recorder.add(item)
+            yield item
+    finally:
+        aclose = getattr(source, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    await recorder.acommit()
+
+
 class SyncStreamDriver:
     """The wrapt wrapper of a cached generator function."""
 
@@ -118,14 +144,7 @@ class SyncStreamDriver:
             if mode == "replay":
                 raise CacheMiss(memo.namespace, call.key)
         recorder = Recorder(memo, call, enabled=mode != "readonly")
-        source = wrapped(*call.args, **call.kwargs)
-        try:
-            for item in source:
-                recorder.add(item)
-                yield item
-        finally:
-            source.close()  # stopped early: close the source too (a no-op once exhausted)
-        recorder.commit()  # reached only when the source ended normally
+        yield from recorded(wrapped(*call.args, **call.kwargs), recorder)
 
 
 class AsyncStreamDriver:
@@ -154,11 +173,9 @@ class AsyncStreamDriver:
             if mode == "replay":
                 raise CacheMiss(memo.namespace, call.key)
         recorder = Recorder(memo, call, enabled=mode != "readonly")
-        source = wrapped(*call.args, **call.kwargs)
+        inner = arecorded(wrapped(*call.args, **call.kwargs), recorder)
         try:
-            async for item in source:
-                recorder.add(item)
+            async for item in inner:
                 yield item
         finally:
-            await source.aclose()
-        await recorder.acommit()
+            await inner.aclose()  # no `yield from` here: close the inner stream ourselves

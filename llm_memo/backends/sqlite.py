@@ -30,6 +30,7 @@ Connections are opened lazily, one per thread, and reopened in a forked child
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import sqlite3
@@ -238,17 +239,10 @@ class SQLiteBackend(Backend):
         now = self.clock()
         expires = None if ttl is None else now + ttl
         purge = now >= self._next_purge
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction(conn):
             conn.execute(_SET, (key, namespace, value, now, expires))
             if purge:
                 conn.execute(_PURGE, (now, _PURGE_BATCH))
-            conn.execute("COMMIT")
-        except BaseException as exc:
-            if conn.in_transaction:  # SQLite already rolled back on FULL, IOERR, CORRUPT...
-                conn.execute("ROLLBACK")
-            self._forget_if_corrupt(exc)
-            raise
         if purge:
             self._next_purge = now + self.purge_interval
 
@@ -259,17 +253,24 @@ class SQLiteBackend(Backend):
             return False
         now = self.clock()
         expires = None if ttl is None else now + ttl
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction(conn):
             conn.execute(_ADD_EXPIRED, (key, now))
             added = conn.execute(_ADD, (key, namespace, value, now, expires)).rowcount == 1
+        return added
+
+    @contextlib.contextmanager
+    def _transaction(self, conn: sqlite3.Connection) -> Iterator[None]:
+        """One write transaction: ``BEGIN IMMEDIATE`` takes the write lock up front (waiting
+        at most ``timeout``), so two writers never deadlock upgrading a read lock."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
             conn.execute("COMMIT")
         except BaseException as exc:
             if conn.in_transaction:  # SQLite already rolled back on FULL, IOERR, CORRUPT...
                 conn.execute("ROLLBACK")
             self._forget_if_corrupt(exc)
             raise
-        return added
 
     def _forget_if_corrupt(self, exc: BaseException) -> None:
         """A damaged file (not a lock, not a full disk): reopen the path on the next call,
@@ -283,15 +284,8 @@ class SQLiteBackend(Backend):
         conn = self._conn()
         if conn is None:
             return 0
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            count = conn.execute(sql, params).rowcount
-            conn.execute("COMMIT")
-        except BaseException as exc:
-            if conn.in_transaction:  # SQLite already rolled back on FULL, IOERR, CORRUPT...
-                conn.execute("ROLLBACK")
-            self._forget_if_corrupt(exc)
-            raise
+        with self._transaction(conn):
+            count: int = conn.execute(sql, params).rowcount
         return count
 
     def delete(self, namespace: str, key: str) -> bool:

@@ -35,7 +35,7 @@ import re
 import sys
 import threading
 import typing
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -46,7 +46,7 @@ from .._binding import materialize
 from .._config import UNSET, Mode
 from .._core import CacheInfo, Call, Memo
 from .._log import warn_limited
-from .._stream import Recorder
+from .._stream import Recorder, arecorded, recorded
 from ..backends import MISS
 from ..errors import CacheMiss, UncacheableArgument
 
@@ -305,26 +305,6 @@ async def _areplayed(items: list[Any], response: Any) -> AsyncIterator[Any]:
         await response.aclose()
 
 
-def _recorded(source: Generator[Any, None, None], recorder: Recorder) -> Iterator[Any]:
-    try:
-        for item in source:
-            recorder.add(item)  # snapshot first: stream helpers mutate events in place
-            yield item
-    finally:
-        source.close()  # stopped early: release the connection now (a no-op once exhausted)
-    recorder.commit()  # reached only when the stream ended normally
-
-
-async def _arecorded(source: AsyncGenerator[Any, None], recorder: Recorder) -> AsyncIterator[Any]:
-    try:
-        async for item in source:
-            recorder.add(item)
-            yield item
-    finally:
-        await source.aclose()
-    await recorder.acommit()
-
-
 def _import_name(spec: str) -> Any:
     module_name, _, name = spec.partition(":")
     return getattr(importlib.import_module(module_name), name)
@@ -554,7 +534,7 @@ class Endpoint:
             if mode == "replay":
                 raise CacheMiss(self.memo.namespace, call.key)
         stream = live()
-        return self._record(stream, Recorder(self.memo, call, enabled=mode != "readonly"), _recorded)
+        return self._record(stream, Recorder(self.memo, call, enabled=mode != "readonly"), recorded)
 
     async def open_astream(
         self, instance: Any, material: dict[str, Any], live: Callable[[], Any], stream_cls: Any, item: Any
@@ -569,7 +549,7 @@ class Endpoint:
             if mode == "replay":
                 raise CacheMiss(self.memo.namespace, call.key)
         stream = await live()
-        return self._record(stream, Recorder(self.memo, call, enabled=mode != "readonly"), _arecorded)
+        return self._record(stream, Recorder(self.memo, call, enabled=mode != "readonly"), arecorded)
 
     def _record(self, stream: Any, recorder: Recorder, recording: Callable[..., Any]) -> Any:
         response = getattr(stream, "response", None)
