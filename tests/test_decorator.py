@@ -450,3 +450,23 @@ def test_memory_backend_stays_bounded_over_many_calls() -> None:
     for i in range(20_000):
         f(i)
     assert len(backend) <= 500 and backend.nbytes <= 200_000
+
+
+def test_register_scheme_makes_a_url_name_a_custom_backend() -> None:
+    from llm_memo.backends import register_scheme
+
+    made: list[str] = []
+
+    def factory(url: str, rest: str) -> MemoryBackend:
+        made.append(rest)
+        return MemoryBackend(max_entries=int(rest))
+
+    register_scheme("tiny", factory)
+
+    @llm_cached(backend="tiny:2")
+    def f(x: int) -> int:
+        return x
+
+    f(1), f(1)
+    assert made == ["2"] and f.cache_info().hits == 1
+    assert f.cache_parameters()["backend"] == "memory"
