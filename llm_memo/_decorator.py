@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import Any, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 import wrapt
 
@@ -22,6 +22,8 @@ __all__ = ["CachedFunction", "llm_cached"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+_P2 = ParamSpec("_P2")
+_S = TypeVar("_S")
 
 
 class CachedFunction(Protocol[P, R]):
@@ -54,6 +56,20 @@ class CachedFunction(Protocol[P, R]):
     def with_options(self, **options: Any) -> CachedFunction[P, R]:
         """A variant with some options changed (same namespace, so the same entries)."""
         ...
+
+    # A cached method read from an instance is bound, as a function would be: the
+    # type checker then sees its parameters without ``self``. (Type checkers treat a
+    # classmethod, or a staticmethod read from an instance, as unbound: call those
+    # through the class, or silence the checker there.)
+    @overload
+    def __get__(self, instance: None, owner: type[Any] | None = None) -> CachedFunction[P, R]: ...
+
+    @overload
+    def __get__(
+        self: CachedFunction[Concatenate[_S, _P2], R], instance: _S, owner: type[Any] | None = None
+    ) -> CachedFunction[_P2, R]: ...
+
+    def __get__(self, instance: Any, owner: type[Any] | None = None) -> Any: ...
 
 
 def _target(wrapped: Any) -> Any:
