@@ -271,38 +271,40 @@ class RedisBackend(Backend):
                 client = self._sync
         return client
 
-    def _new_sync(self) -> Any:
+    def _client_options(self) -> tuple[str, ExponentialBackoff, dict[str, Any]]:
+        """What the sync and async clients share: a short backoff and explicit timeouts.
+
+        One retry, on a dropped connection only (e.g. a pooled socket the server
+        closed on restart). A timeout is not retried: that would double the wait.
+        """
         assert self._client_url is not None
-        # One retry, on a dropped connection only (e.g. a pooled socket the server
-        # closed on restart). A timeout is not retried: that would double the wait.
-        backoff = ExponentialBackoff(cap=0.05, base=0.01)
-        kwargs: dict[str, Any] = {
-            "socket_timeout": self.socket_timeout,
-            "socket_connect_timeout": self.connect_timeout,
-        }
-        if self.cluster:
-            return redis.cluster.RedisCluster.from_url(
-                self._client_url, retry=Retry(backoff, self.retries), **kwargs
-            )
-        return redis.Redis.from_url(
+        return (
             self._client_url,
+            ExponentialBackoff(cap=0.05, base=0.01),
+            {
+                "socket_timeout": self.socket_timeout,
+                "socket_connect_timeout": self.connect_timeout,
+            },
+        )
+
+    def _new_sync(self) -> Any:
+        url, backoff, kwargs = self._client_options()
+        if self.cluster:
+            return redis.cluster.RedisCluster.from_url(url, retry=Retry(backoff, self.retries), **kwargs)
+        return redis.Redis.from_url(
+            url,
             retry=Retry(backoff, self.retries, supported_errors=(RedisConnectionError,)),
             **kwargs,
         )
 
     def _new_async(self) -> Any:
-        assert self._client_url is not None
-        backoff = ExponentialBackoff(cap=0.05, base=0.01)
-        kwargs: dict[str, Any] = {
-            "socket_timeout": self.socket_timeout,
-            "socket_connect_timeout": self.connect_timeout,
-        }
+        url, backoff, kwargs = self._client_options()
         if self.cluster:
             return redis.asyncio.cluster.RedisCluster.from_url(
-                self._client_url, retry=redis.asyncio.retry.Retry(backoff, self.retries), **kwargs
+                url, retry=redis.asyncio.retry.Retry(backoff, self.retries), **kwargs
             )
         return redis.asyncio.Redis.from_url(
-            self._client_url,
+            url,
             retry=redis.asyncio.retry.Retry(backoff, self.retries, supported_errors=(RedisConnectionError,)),
             **kwargs,
         )

@@ -145,13 +145,15 @@ class TieredBackend(Backend):
             raise error  # no tier could answer: let the front see the fault
         return MISS
 
-    def _fill(self, tiers: Iterable[Backend], namespace: str, key: str, value: bytes) -> None:
+    def _fills(self, tiers: Iterable[Backend], value: bytes) -> list[tuple[Backend, float | None]]:
+        """The faster tiers to copy a hit into, each with its TTL (none if the entry's life is unknown)."""
         copy, ttl = self._remaining(value)
-        if not copy:
-            return
-        for index, tier in enumerate(tiers):
+        return [(tier, self._ttl_for(index, ttl)) for index, tier in enumerate(tiers)] if copy else []
+
+    def _fill(self, tiers: Iterable[Backend], namespace: str, key: str, value: bytes) -> None:
+        for tier, ttl in self._fills(tiers, value):
             try:
-                tier.set(namespace, key, value, self._ttl_for(index, ttl))
+                tier.set(namespace, key, value, ttl)
             except Exception as exc:
                 self._fault(tier, "fill", exc)
 
@@ -193,13 +195,11 @@ class TieredBackend(Backend):
             if value is MISS:
                 continue
             assert isinstance(value, bytes)
-            if index:
-                copy, ttl = self._remaining(value)
-                for upper, faster in enumerate(self.tiers[:index]) if copy else ():
-                    try:
-                        await faster.aset(namespace, key, value, self._ttl_for(upper, ttl))
-                    except Exception as exc:
-                        self._fault(faster, "fill", exc)
+            for faster, fill_ttl in self._fills(self.tiers[:index], value) if index else ():
+                try:
+                    await faster.aset(namespace, key, value, fill_ttl)
+                except Exception as exc:
+                    self._fault(faster, "fill", exc)
             return value
         if not answered and error is not None:
             raise error
