@@ -28,6 +28,7 @@ from .errors import (
     CacheMiss,
     CorruptEntry,
     LLMMemoError,
+    MissingExtra,
     UncacheableArgument,
     UnstorableResult,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "DiskBackend",
     "LLMMemoError",
     "MemoryBackend",
+    "MissingExtra",
     "RedisBackend",
     "SQLiteBackend",
     "Stats",
@@ -114,6 +116,10 @@ def __getattr__(name: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        hint = f"pip install 'llm-memo[{extra}]'"
-        raise ImportError(f"llm_memo.{name} needs an optional extra: {hint}") from exc
+        from ._extras import missing_extra
+
+        error = missing_extra(f"llm_memo.{name}", exc)
+        if error is None:
+            raise
+        raise error from None  # one line naming the extra, not two tracebacks
     return getattr(module, attr)

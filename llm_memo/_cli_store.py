@@ -55,6 +55,7 @@ __all__ = ["STORE_COMMANDS", "CLIError", "redact"]
 MIN_PREFIX = 6
 _HEX = re.compile(r"[0-9a-f]+\Z")
 _GLOB = re.compile(r"[*?\[]")
+_NOT_POSITIVE = re.compile(r"\s*(-.*|[0.]+\s*(ms|s|m|h|d|w)?\s*)\Z", re.IGNORECASE)
 
 
 class CLIError(Exception):
@@ -230,7 +231,11 @@ def redact(value: Any) -> Any:
 
 
 def store_url(args: argparse.Namespace) -> str:
-    url: str = getattr(args, "backend", None) or os.environ.get("LLM_MEMO_BACKEND") or "disk"
+    given = getattr(args, "backend", None)
+    if given is not None and not given.strip():
+        # Not the default store: an empty value is a mistake (an unset variable in a script).
+        raise CLIError("--backend is empty: give a store URL (disk, sqlite:<file>, redis://...)", code=2)
+    url: str = given or os.environ.get("LLM_MEMO_BACKEND") or "disk"
     return url.strip()
 
 
@@ -251,8 +256,8 @@ def open_store(args: argparse.Namespace, *, create: bool = False) -> Backend:
             raise CLIError(f"no SQLite store at {path}: file not found")
     try:
         backend = from_url(url)
-    except ImportError:
-        raise CLIError("the Redis backend needs an optional extra: pip install 'llm-memo[redis]'") from None
+    except ImportError as exc:
+        raise CLIError(str(exc)) from None  # MissingExtra: names the pip install command
     except ValueError:
         raise CLIError(
             f"unknown backend {scheme!r}: use disk, disk:<dir>, sqlite, sqlite:<file>, "
@@ -352,6 +357,17 @@ def probe(backend: Backend) -> None:
     backend.get("llm-memo-cli", "0" * 64)
 
 
+def count_arg(text: str) -> int:
+    """argparse type: a whole number, zero or more (``--limit``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be zero or more")
+    return value
+
+
 def plural(count: int, one: str, many: str) -> str:
     return f"{count:,} {one if count == 1 else many}"
 
@@ -360,6 +376,9 @@ def duration(text: str) -> float:
     """argparse type: ``90s``, ``30m``, ``12h``, ``7d``, ``1h30m`` or seconds."""
     from ._config import parse_ttl
 
+    if _NOT_POSITIVE.match(text):
+        # `prune --older-than 0` would remove every entry: that is `clear`, asked for plainly.
+        raise argparse.ArgumentTypeError(f"{text!r}: must be more than zero (to remove everything: clear)")
     try:
         seconds = parse_ttl(text, name="duration")
     except (TypeError, ValueError):
@@ -378,7 +397,7 @@ def _one_line(text: str) -> str:
 
 def describe_error(exc: BaseException, args: argparse.Namespace) -> str:
     """One line for an exception from a store, a file or the SDK."""
-    where = getattr(args, "store", None) or store_url(args)
+    where = getattr(args, "store", None) or getattr(args, "backend", None) or store_url(args)
     module = type(exc).__module__
     name = type(exc).__name__
     if module.startswith("redis") or (isinstance(exc, ConnectionError) and module.startswith("llm_memo")):
@@ -557,7 +576,9 @@ def _configure_ls(parser: argparse.ArgumentParser) -> None:
         "--newer-than", type=duration, metavar="AGE", help="only entries newer than this (1h)"
     )
     parser.add_argument("--expired", action="store_true", help="only expired entries")
-    parser.add_argument("--limit", "-n", type=int, metavar="N", help="show at most N entries (newest first)")
+    parser.add_argument(
+        "--limit", "-n", type=count_arg, metavar="N", help="show at most N entries (newest first)"
+    )
 
 
 def _ls(args: argparse.Namespace) -> int:
@@ -684,7 +705,14 @@ def _configure_clear(parser: argparse.ArgumentParser) -> None:
 
 def _clear(args: argparse.Namespace) -> int:
     backend = open_store(args)
-    if args.function is None and not args.yes and not args.json and sys.stdin.isatty():
+    if args.function is None and not args.yes:
+        if args.json or not sys.stdin.isatty():
+            # In a script, a pipe or CI nobody can answer: a shared store must not go by default.
+            why = "--json" if args.json else "stdin is not a terminal"
+            raise CLIError(
+                f"refusing to remove every entry in {backend.url} without --yes ({why}); nothing removed",
+                code=2,
+            )
         answer = input(f"Remove every entry in {backend.url}? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             raise CLIError("nothing removed")
@@ -806,9 +834,14 @@ def _export(args: argparse.Namespace) -> int:
             written = export_entries(backend, writer, namespace=args.function)  # type: ignore[arg-type]
         else:
             path = Path(args.file).expanduser()
+            if path.is_dir():
+                raise CLIError(f"{args.file} is a directory: give the name of the file to write", code=2)
             partial = path.with_name(path.name + ".part")
             # Cached answers may be private: the file is as private as the store (0600).
-            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            except OSError as exc:  # named after the file asked for, not our temporary one
+                raise CLIError(f"cannot write {args.file}: {exc.strerror or exc}") from None
             try:
                 with open(fd, "w", encoding="utf-8", newline="\n") as fh:
                     writer = _CountingWriter(fh, progress)
@@ -885,7 +918,9 @@ def _configure_explain(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--version", dest="fn_version", metavar="V", help="the function's version= (JSON, else a string)"
     )
-    parser.add_argument("--limit", "-n", type=int, default=3, metavar="N", help="closest entries to show (3)")
+    parser.add_argument(
+        "--limit", "-n", type=count_arg, default=3, metavar="N", help="closest entries to show (3)"
+    )
 
 
 def _read_json(text: str, what: str) -> Any:

@@ -24,7 +24,7 @@ from ._flight import AsyncFlights, Flights
 from ._lease import apeek, lease_async, lease_sync, peek
 from ._log import log, warn_limited
 from .backends import MISS, Backend, from_url
-from .errors import BackendError, CacheMiss, CorruptEntry, UncacheableArgument, UnstorableResult
+from .errors import BackendError, CacheMiss, CorruptEntry, MissingExtra, UncacheableArgument, UnstorableResult
 from .keys import canonical, digest, fingerprint, key_material, material_bytes, raw_injective, raw_json
 from .serialize import TypeRegistry, decode_value, encode_value, pack_entry, unpack_entry
 
@@ -325,6 +325,8 @@ class Memo:
 
     def fault(self, op: str, exc: BaseException) -> None:
         """A backend operation failed: raise in strict mode, else log and go on."""
+        if isinstance(exc, MissingExtra):
+            raise exc  # a setup error, not a store fault: failing open would hide it for good
         self.count("errors")
         if listening():
             emit(CallEvent("error", self.namespace, "", error=exc))

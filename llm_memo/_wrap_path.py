@@ -13,7 +13,9 @@ does the same from the environment, deferred until each module is imported.
 
 from __future__ import annotations
 
+import atexit
 import importlib
+import importlib.util
 import os
 import sys
 import threading
@@ -22,12 +24,14 @@ from typing import Any, cast
 import wrapt
 
 from ._decorator import llm_cached
+from ._log import log
 
 __all__ = ["unwrap", "wrap", "wrap_from_env"]
 
 _lock = threading.RLock()
 _installed: dict[str, Any] = {}  # "pkg.mod:qualname" -> the installed wrapper
 _pending: dict[str, dict[str, Any]] = {}  # deferred targets -> their options
+_from_env: set[str] = set()  # targets named by LLM_MEMO_WRAP: reported on stderr
 
 
 def _split(target: str) -> tuple[str, str]:
@@ -63,11 +67,33 @@ def wrap(target: str, *, defer: bool = False, **options: Any) -> Any:
 def _install_pending(key: str, module: Any) -> None:
     with _lock:
         options = _pending.pop(key, None)
-    if options is not None:  # None: unwrapped (or wrapped eagerly) before the import
+    if options is None:  # unwrapped (or wrapped eagerly) before the import
+        return
+    try:
         _install(key, module, key.partition(":")[2], options)
+    except AttributeError as exc:
+        # Raising here would fail the program's own import with wrapt's misleading
+        # "partially initialized module" message: say what is wrong, run uncached.
+        _report(key, str(exc))
+
+
+def _report(key: str, reason: str) -> None:
+    if key in _from_env:  # `llm-memo run`: one line on the program's stderr
+        print(f"llm-memo: LLM_MEMO_WRAP: {key} is not cached: {reason}", file=sys.stderr)
+    else:
+        log.warning("llm_memo.wrap(%r): not cached: %s", key, reason)
+
+
+def _check(module: Any, qualname: str) -> None:
+    target: Any = module
+    for part in qualname.split("."):
+        if not hasattr(target, part):
+            raise AttributeError(f"module {module.__name__} has no attribute {qualname!r}")
+        target = getattr(target, part)
 
 
 def _install(key: str, module: Any, qualname: str, options: dict[str, Any]) -> Any:
+    _check(module, qualname)
     with _lock:
         _pending.pop(key, None)
         previous = _installed.pop(key, None)
@@ -103,8 +129,29 @@ def wrap_from_env(value: str | None = None) -> list[str]:
     """
     spec = os.environ.get("LLM_MEMO_WRAP", "") if value is None else value
     targets = [t.strip() for t in spec.split(",") if t.strip()]
-    for target in targets:
-        _split(target)  # validate them all before wrapping any
+    keys = [":".join(_split(target)) for target in targets]  # validate them all before wrapping any
+    if keys and not _from_env:
+        atexit.register(_report_never_imported)
+    _from_env.update(keys)
     for target in targets:
         wrap(target, defer=True)
     return targets
+
+
+def _report_never_imported() -> None:
+    """At exit: say which targets could never have been wrapped (their module does not exist).
+
+    A module that exists but was not imported is not reported: a program need not
+    use every module it is told about, and its subprocesses inherit the same list.
+    """
+    with _lock:
+        waiting = [key for key in _from_env if key in _pending]
+    for key in waiting:
+        module_name = key.partition(":")[0]
+        top = module_name.partition(".")[0]
+        try:
+            found = importlib.util.find_spec(module_name if top in sys.modules else top) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            _report(key, f"no module named {module_name}")

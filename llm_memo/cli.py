@@ -56,6 +56,11 @@ def _run(args: argparse.Namespace) -> int:
             "llm-memo run: no command given; usage: llm-memo run [options] -- python app.py", file=sys.stderr
         )
         return 2
+    if args.backend is not None and not args.backend.strip():
+        print(
+            "llm-memo run: --backend is empty: give a store URL (disk, sqlite:<file>, ...)", file=sys.stderr
+        )
+        return 2
     try:
         env = _run.build_env(os.environ, backend=args.backend, ttl=args.ttl, mode=args.mode, wrap=args.wrap)
     except (TypeError, ValueError) as exc:
@@ -77,7 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, command in STORE_COMMANDS.items():
         COMMANDS.setdefault(name, command)
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="llm-memo", description="Memoize LLM calls.")
+    parser.add_argument("--version", action="version", version=f"llm-memo {__version__}")
     subparsers = parser.add_subparsers(dest="subcommand", metavar="COMMAND", required=True)
     for name, command in COMMANDS.items():
         sub = subparsers.add_parser(name, help=command.help, description=command.help)

@@ -8,6 +8,7 @@
     ├── CorruptEntry(ValueError)         stored bytes failed a check (read as a miss)
     ├── BackendError                     a store failed; raised only with ``strict=True``
     ├── BackendUnavailable(ConnectionError)  a backend's circuit breaker is open (fails fast)
+    ├── MissingExtra(ImportError)        a feature's optional dependency is not installed
     └── CacheMiss(LookupError)           ``mode="replay"`` found no entry
 
 The user's own exceptions always propagate unchanged: nothing here ever wraps or
@@ -22,6 +23,7 @@ __all__ = [
     "CacheMiss",
     "CorruptEntry",
     "LLMMemoError",
+    "MissingExtra",
     "UncacheableArgument",
     "UnstorableResult",
 ]
@@ -94,3 +96,16 @@ class CacheMiss(LLMMemoError, LookupError):
             f"llm_memo replay mode: no cached entry for {function} (key {key[:16]}...); "
             f"record it first with mode='readwrite' or LLM_MEMO_MODE=readwrite"
         )
+
+
+class MissingExtra(LLMMemoError, ImportError):
+    """A feature needs an optional dependency that is not installed.
+
+    The message names the ``pip install 'llm-memo[extra]'`` command; ``extra`` is
+    the extra's name. It is a setup error, not a store fault: it is raised, never
+    turned into a miss.
+    """
+
+    def __init__(self, message: str, extra: str) -> None:
+        super().__init__(message)
+        self.extra = extra

@@ -12,8 +12,9 @@ An export file has one JSON object per line, readable in review::
      "value": {...the cached result, as stored...}, "entry": "<base64 of the entry bytes>"}
 
 ``value`` is for people; ``entry`` is what an import stores, byte for byte, after
-checking it (envelope checksum, 64-hex key, and, when the entry carries its key
-material, that the key and namespace are the ones that material hashes to).
+checking it (envelope checksum, 64-hex key, that ``value`` and ``expires`` say
+what the entry holds, and, when the entry carries its key material, that the key
+and namespace are the ones that material hashes to).
 """
 
 from __future__ import annotations
@@ -104,6 +105,14 @@ def _readable(entry: EntryHeader) -> Any:
         return None
 
 
+def _same_json(a: Any, b: Any) -> bool:
+    # Compared as JSON text, not with ==: in Python True == 1 == 1.0, in a review they differ.
+    try:
+        return orjson.dumps(a, option=orjson.OPT_SORT_KEYS) == orjson.dumps(b, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        return False
+
+
 def export_entries(
     backend: Backend | str,
     file: str | os.PathLike[str] | IO[str],
@@ -163,6 +172,9 @@ def _parse_line(text: str) -> tuple[str, str, bytes, float | None]:
         raise ValueError(f"'entry' is not a valid llm_memo entry: {exc}") from None
     if "expires" in obj and obj["expires"] != entry.expires:
         raise ValueError("'expires' does not match the entry (edit the entry, not the summary)")
+    if "value" in obj and not _same_json(obj["value"], _readable(entry)):
+        # A reviewer reads `value`; what gets stored is `entry`: they must be one answer.
+        raise ValueError("'value' does not match the entry (edit the entry, not the summary)")
     if entry.material is not None:
         # The entry names the call it answers: the line must file it under that call.
         try:

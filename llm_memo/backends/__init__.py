@@ -80,7 +80,17 @@ def from_url(url: str) -> Backend:
         if backend is None:
             if isinstance(factory, str):
                 module_name, _, attr = factory.partition(":")
-                factory = getattr(importlib.import_module(module_name), attr)
+                try:
+                    module = importlib.import_module(module_name)
+                except ImportError as exc:
+                    from .._extras import missing_extra
+
+                    # Named by scheme only: the URL may hold a password.
+                    error = missing_extra(f"the {scheme}:// backend", exc)
+                    if error is None:
+                        raise
+                    raise error from None  # one line naming the extra, not two tracebacks
+                factory = getattr(module, attr)
             assert callable(factory)
             backend = _instances[key] = factory(url, rest)
         return backend

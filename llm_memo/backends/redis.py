@@ -36,7 +36,7 @@ import time
 import weakref
 from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit
 
 import redis
 import redis.asyncio
@@ -111,7 +111,15 @@ def redact_url(url: str) -> str:
             for k, v in parse_qsl(query, keep_blank_values=True)
         ]
         query = urlencode(pairs, safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    return _unsplit(parts._replace(netloc=netloc, query=query))
+
+
+def _unsplit(parts: SplitResult) -> str:
+    """The URL again, always with ``//``: ``urlunsplit`` drops it when there is no host,
+    and ``unix:/path.sock`` is not a URL redis-py accepts (``unix:///path.sock`` is)."""
+    url = f"{parts.scheme}://{parts.netloc}{parts.path}"
+    url += f"?{parts.query}" if parts.query else ""
+    return url + (f"#{parts.fragment}" if parts.fragment else "")
 
 
 def _split_options(url: str) -> tuple[str, dict[str, str]]:
@@ -126,7 +134,7 @@ def _split_options(url: str) -> tuple[str, dict[str, str]]:
             ours[k] = v
         else:
             theirs.append((k, v))
-    return urlunsplit(parts._replace(query=urlencode(theirs))), ours
+    return _unsplit(parts._replace(query=urlencode(theirs))), ours
 
 
 # ------------------------------------------------------------------- breaker
@@ -451,8 +459,14 @@ class RedisBackend(Backend):
             for k, value in zip(batch, values, strict=True):
                 if value is None:  # expired or deleted since the scan
                     continue
-                ns, _, digest = k.decode()[len(self.prefix) + 1 :].rpartition(":")
-                yield StoredEntry(_unescape_namespace(ns), digest, value)
+                ns, _, digest = k[len(self.prefix.encode()) + 1 :].rpartition(b":")
+                try:
+                    entry = StoredEntry(_unescape_namespace(ns.decode()), digest.decode(), value)
+                except UnicodeDecodeError:
+                    # Not a key llm_memo wrote (its namespaces are text): listed as
+                    # unreadable, so one foreign key cannot stop a whole listing.
+                    entry = StoredEntry(ns.decode(errors="backslashreplace"), digest.decode(), b"")
+                yield entry
 
     def close(self) -> None:
         with self._lock:

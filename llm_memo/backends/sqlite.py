@@ -82,6 +82,16 @@ _PURGE = (
 )
 _PURGE_BATCH = 1000
 _PAGE = 256
+# Listing checks each row's types in SQLite, so a row written by hand (a number
+# where the entry bytes belong, a huge text) is never loaded: NULL comes back instead.
+_MAX_FIELD = 1 << 30
+_ENTRIES = (
+    "SELECT rowid,"
+    " CASE WHEN typeof(namespace) = 'text' AND length(namespace) <= 65536 THEN namespace END,"
+    " CASE WHEN typeof(key) = 'text' AND length(key) <= 256 THEN key END,"
+    f" CASE WHEN typeof(value) = 'blob' AND length(value) <= {_MAX_FIELD} THEN value END"
+    " FROM llm_memo_entries WHERE rowid > ?"
+)
 
 # Connections inherited through fork(): closing them in the child could release the
 # parent's locks or checkpoint under it, so they are kept referenced, never closed.
@@ -303,23 +313,25 @@ class SQLiteBackend(Backend):
     def entries(self, namespace: str | None = None) -> Iterator[StoredEntry]:
         # Pages by rowid: no statement stays open between pages, so an unfinished
         # iteration holds no read snapshot and the caller may write in between.
+        # Expired rows are listed too (like the disk store's): `llm-memo prune` and
+        # `ls --expired` must see them, and every entry carries its own expiry.
         conn = self._conn()
         if conn is None:
             return
-        query = "SELECT rowid, namespace, key, value FROM llm_memo_entries WHERE rowid > ?"
-        query += " AND (expires IS NULL OR expires > ?)"
-        if namespace is not None:
-            query += " AND namespace = ?"
+        query = _ENTRIES + (" AND namespace = ?" if namespace is not None else "")
         query += f" ORDER BY rowid LIMIT {_PAGE}"
         last = -1
         while True:
-            params: tuple[object, ...] = (last, self.clock())
+            params: tuple[object, ...] = (last,)
             if namespace is not None:
                 params += (namespace,)
             rows = self._conn_or_raise().execute(query, params).fetchall()
             for rowid, ns, key, value in rows:
                 last = rowid
-                yield StoredEntry(ns, key, bytes(value))
+                if type(ns) is str and type(key) is str and type(value) is bytes:
+                    yield StoredEntry(ns, key, value)
+                else:  # a row llm_memo did not write: listed as unreadable, never loaded
+                    yield StoredEntry(ns if type(ns) is str else "?", key if type(key) is str else "?", b"")
             if len(rows) < _PAGE:
                 return
 

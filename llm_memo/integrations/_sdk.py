@@ -48,7 +48,7 @@ from .._core import CacheInfo, Call, Memo
 from .._log import warn_limited
 from .._stream import Recorder, arecorded, recorded
 from ..backends import MISS
-from ..errors import CacheMiss, UncacheableArgument
+from ..errors import CacheMiss, MissingExtra, UncacheableArgument
 
 __all__ = [
     "Endpoint",
@@ -700,11 +700,12 @@ class Patcher:
     def _import_sdk(self) -> None:
         try:
             importlib.import_module(self.spec.package)
-        except ImportError as exc:
-            raise ImportError(
+        except ImportError:
+            raise MissingExtra(
                 f"llm_memo: the {self.spec.package} package is not installed; "
-                f"pip install '{self.spec.extra}' (or pass defer=True to patch it when it is imported)"
-            ) from exc
+                f"pip install '{self.spec.extra}' (or pass defer=True to patch it when it is imported)",
+                self.spec.extra.partition("[")[2].rstrip("]"),
+            ) from None  # one line naming the extra, not two tracebacks
         for module_name in dict.fromkeys(t.module for t in self.spec.targets):
             try:
                 importlib.import_module(module_name)

@@ -35,7 +35,15 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
+try:
+    from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
+except ImportError as _exc:
+    from .._extras import missing_extra
+
+    _error = missing_extra("llm_memo.integrations.langchain", _exc)
+    if _error is None:
+        raise
+    raise _error from None  # one line naming the extra, not two tracebacks
 from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
