@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
@@ -48,6 +48,9 @@ from .backends import Backend, StoredEntry, default_directory, from_url
 from .cli import Command
 from .errors import CorruptEntry
 from .serialize import EntryHeader, read_entry
+
+if TYPE_CHECKING:
+    from .explain import BoundCall
 
 __all__ = ["STORE_COMMANDS", "CLIError", "redact"]
 
@@ -325,7 +328,7 @@ def resolve(backend: Backend, prefix: str) -> Row:
     if not found:
         raise CLIError(f"no entry with a key starting {text} in {backend.url}")
     if len(found) > 1:
-        shown = ", ".join(f"{r.key[:16]} ({r.namespace})" for r in found[:8])
+        shown = ", ".join(f"{r.key[:16]} ({printable(r.namespace)})" for r in found[:8])
         more = f" and {len(found) - 8} more" if len(found) > 8 else ""
         raise CLIError(f"key prefix {text} is ambiguous: it matches {shown}{more}; give more digits")
     return found[0]
@@ -366,6 +369,14 @@ def count_arg(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r}: must be zero or more")
     return value
+
+
+def printable(text: str) -> str:
+    """``text`` with control and other unprintable characters escaped (``\\x1b``, ``\\n``):
+    a namespace comes from the store, and must not move the cursor or fake a line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def plural(count: int, one: str, many: str) -> str:
@@ -548,7 +559,7 @@ def _stats(args: argparse.Namespace) -> int:
         _say()
         rows = [
             [
-                ns,
+                printable(ns),
                 f"{f['entries']:,}",
                 size(f["bytes"]),
                 f"{f['expired']:,}",
@@ -608,7 +619,7 @@ def _ls(args: argparse.Namespace) -> int:
     cells = [
         [
             r.key[:12],
-            r.namespace,
+            printable(r.namespace),
             "?" if r.created is None else span(now - r.created),
             expiry(r.expires, now),
             size(r.size),
@@ -645,7 +656,7 @@ def _show(args: argparse.Namespace) -> int:
     row = resolve(backend, args.key)
     now = time.time()
     if row.header is None:
-        raise CLIError(f"entry {row.key[:16]} of {row.namespace} is not a readable llm_memo entry")
+        raise CLIError(f"entry {row.key[:16]} of {printable(row.namespace)} is not a readable llm_memo entry")
     material = redact(row.material())
     try:
         value = redact(orjson.loads(row.header.value))
@@ -657,7 +668,7 @@ def _show(args: argparse.Namespace) -> int:
     style = Style(_out())
     created = row.header.created
     _say(f"{style.bold('key')}       {row.key}")
-    _say(f"{style.bold('function')}  {row.namespace}")
+    _say(f"{style.bold('function')}  {printable(row.namespace)}")
     _say(f"{style.bold('created')}   {when(created)} ({span(now - created)} ago)")
     _say(f"{style.bold('expires')}   {expiry(row.expires, now)}")
     _say(f"{style.bold('size')}      {size(row.size)}")
@@ -693,7 +704,7 @@ def _rm(args: argparse.Namespace) -> int:
         _emit_json({"removed": [{"key": r.key, "function": r.namespace} for r in removed]})
         return 0
     for r in removed:
-        _say(f"removed {r.key[:12]}  {r.namespace}")
+        _say(f"removed {r.key[:12]}  {printable(r.namespace)}")
     return 0
 
 
@@ -957,7 +968,14 @@ def _explain_target(
                 version = json.loads(args.fn_version)
             except json.JSONDecodeError:
                 version = args.fn_version
-        return call_material(args.function, arguments, version), set(), None
+        from .explain import bind_call
+
+        # As `python -m` would: the function's module is usually in the project being worked on.
+        if os.getcwd() not in sys.path:
+            sys.path.append(os.getcwd())
+        bound = bind_call(args.function, arguments)
+        args.defaults = bound
+        return call_material(args.function, bound.arguments, version), set(), None
     if args.material is not None:
         if args.material.startswith("@"):
             args.material = args.material[1:]
@@ -983,7 +1001,7 @@ def _explain_target(
             ) from None
         raise
     if row.header is None:
-        raise CLIError(f"entry {row.key[:16]} of {row.namespace} is not a readable llm_memo entry")
+        raise CLIError(f"entry {row.key[:16]} of {printable(row.namespace)} is not a readable llm_memo entry")
     material = row.material()
     if not isinstance(material, dict):
         raise CLIError(
@@ -999,20 +1017,21 @@ def _explain(args: argparse.Namespace) -> int:
 
     backend = open_store(args)
     material, exclude, row = _explain_target(args, backend)
+    bound: BoundCall | None = getattr(args, "defaults", None)
     now = time.time()
     result = compare(material, backend, limit=max(args.limit, 0) + 1, exclude=exclude)
     key = digest(material_bytes(material))
     exact = next((e for e in result.closest if e.key == key), None)
     closest = [e for e in result.closest if e.key != key][: max(args.limit, 0)]
-    namespace = result.namespace
+    namespace = printable(result.namespace)
     others: list[str] = []
     if result.compared == 0 and result.without_material == 0:
         functions = {r.namespace for r in scan(backend)}
-        others = difflib.get_close_matches(namespace, sorted(functions), n=3, cutoff=0.4)
+        others = difflib.get_close_matches(result.namespace, sorted(functions), n=3, cutoff=0.4)
     if args.json:
         _emit_json(
             {
-                "function": namespace,
+                "function": result.namespace,
                 "key": key,
                 "stored": exact is not None or row is not None,
                 "expired": exact.expired if exact else (row.expired(now) if row else None),
@@ -1030,11 +1049,14 @@ def _explain(args: argparse.Namespace) -> int:
                     for e in closest
                 ],
                 "similar_functions": others,
+                **({"defaults": {"applied": bound.bound, "note": bound.note}} if bound else {}),
             }
         )
         return 0
     style = Style(_out())
     _say(f"{style.bold('call')}      {namespace}  key {key[:16]}")
+    if bound is not None:
+        _say(f"{style.bold('defaults')}  {bound.note if bound.bound else style.yellow(bound.note)}")
     if row is not None:
         stored = f"{span(now - (row.created or now))} ago; compared with the other entries of {namespace}"
     elif exact is not None and exact.expired:
@@ -1050,7 +1072,7 @@ def _explain(args: argparse.Namespace) -> int:
         _say(style.dim(f"          {n} entries of {namespace} have no stored key material: not compared"))
     if not closest:
         if result.compared == 0 and result.without_material == 0:
-            hint = f" (did you mean {', '.join(others)}?)" if others else ""
+            hint = f" (did you mean {', '.join(map(printable, others))}?)" if others else ""
             _say(f"no other stored entries of {namespace} to compare with{hint}")
         elif exact is None or row is not None:
             _say(f"no other stored entries of {namespace} to compare with")

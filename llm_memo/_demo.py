@@ -11,13 +11,15 @@ the real API instead (``OPENAI_API_KEY``, model ``gpt-4o-mini``). The steps:
 4. a streamed call, printed as it arrives, then replayed from the cache;
 5. a summary of calls, hits, and the time and tokens saved.
 
-The cache lives in a fresh temporary directory (removed afterwards) unless
-``--dir`` names one, so the first call is always a real one.
+The cache lives in a fresh temporary directory (removed afterwards), so the
+first call is a real one, unless ``--dir`` names one: that cache is kept, and the
+next run with the same ``--dir`` is served from it.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import shutil
@@ -35,6 +37,8 @@ __all__ = ["DemoError", "run_demo"]
 
 MODEL = "gpt-4o-mini"
 DEMO_KEY = "demo-key-not-secret"
+#: What the demo's client calls the embedded server, whatever its port (see _client).
+DEMO_BASE_URL = "http://llm-memo-demo.localhost/v1"
 EXTRA_HINT = "pip install 'llm-memo[openai]'"
 PROMPT = "What does memoizing an LLM call mean?"
 TIMES = "\u00d7"  # the multiplication sign, as in "3,000x faster"
@@ -202,7 +206,29 @@ def _client(base_url: str | None) -> Any:
 
     if base_url is None:  # --live: the real API, the key from OPENAI_API_KEY
         return openai.OpenAI(timeout=60, max_retries=1)
-    return openai.OpenAI(base_url=base_url, api_key=DEMO_KEY, max_retries=0)
+    # The client's base URL is part of every key, and the embedded server's port is
+    # new each run: the client is named DEMO_BASE_URL and its requests are routed to
+    # the server, so a cache kept with --dir serves the next run too.
+    http_client = openai.DefaultHttpxClient(transport=_to_server(base_url), trust_env=False)
+    return openai.OpenAI(base_url=DEMO_BASE_URL, api_key=DEMO_KEY, max_retries=0, http_client=http_client)
+
+
+def _to_server(base_url: str) -> Any:
+    """An HTTP transport sending every request to ``base_url``'s host and port."""
+    import openai
+
+    # The HTTP library the installed SDK is built on (httpx, or a successor with its API).
+    base = next(c for c in openai.DefaultHttpxClient.__mro__[1:] if c.__name__ == "Client")
+    http: Any = importlib.import_module(base.__module__.partition(".")[0])
+    target = http.URL(base_url)
+
+    class ToEmbeddedServer(http.HTTPTransport):  # type: ignore[misc]
+        def handle_request(self, request: Any) -> Any:
+            request.url = request.url.copy_with(scheme=target.scheme, host=target.host, port=target.port)
+            request.headers["host"] = f"{target.host}:{target.port}"
+            return super().handle_request(request)
+
+    return ToEmbeddedServer()
 
 
 def child_main(argv: list[str]) -> int:
@@ -345,7 +371,13 @@ def run_demo(
             say(f"   {style.bold(seconds(outcome.seconds)):>10}  {label}{extra}")
 
         say()
-        say(style.bold("1. First call") + ": nothing cached yet, so the model answers")
+        if temporary:
+            say(style.bold("1. First call") + ": nothing cached yet, so the model answers")
+        else:
+            say(
+                style.bold("1. First call")
+                + f": the model answers, unless an earlier run cached it in {path}"
+            )
         first = _chat(client, "first call")
         say(f'   "{_short(first.text)}"')
         result(first)

@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import difflib
 import heapq
+import importlib
+import inspect
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -41,6 +43,7 @@ from typing import Any, Literal
 
 import orjson
 
+from ._binding import Binder
 from .backends import Backend
 from .errors import CorruptEntry
 from .keys import canonical, digest, key_material, material_bytes
@@ -48,9 +51,11 @@ from .serialize import read_entry
 
 __all__ = [
     "ABSENT",
+    "BoundCall",
     "Comparison",
     "Difference",
     "Explanation",
+    "bind_call",
     "call_material",
     "compare",
     "diff_material",
@@ -161,6 +166,79 @@ class Comparison:
 def call_material(namespace: str, arguments: Any, version: Any = None) -> dict[str, Any]:
     """The key material the decorator builds for a call with these (plain) ``arguments``."""
     return key_material(namespace, version, canonical(arguments))
+
+
+@dataclass
+class BoundCall:
+    """A call's arguments as the decorator keys them, and how they were completed."""
+
+    arguments: dict[str, Any]
+    #: Whether the function was imported and its signature applied (defaults, ``ignore``).
+    bound: bool
+    #: What was done, or why it could not be: one line for people.
+    note: str
+
+
+def bind_call(namespace: str, arguments: dict[str, Any]) -> BoundCall:
+    r"""``arguments`` completed with the defaults of the function ``namespace`` names.
+
+    The decorator keys a call by every parameter, defaults included, so a call
+    given without them would never match. ``namespace`` is read as
+    ``module.qualname``: the module is imported (running its code, as any import
+    does) and the function's signature binds the arguments as the decorator does
+    (defaults applied, ``ignore``\ d names left out). When it cannot be imported
+    (a custom ``namespace=``, a lambda or a local function), the arguments are
+    returned as given and ``note`` says why.
+    """
+    try:
+        function = _import_function(namespace)
+        signature = inspect.signature(function)
+    except Exception as exc:  # the module's own import may fail in any way
+        why = f"{type(exc).__name__}: {exc}" if not isinstance(exc, LookupError) else str(exc)
+        return BoundCall(
+            dict(arguments),
+            False,
+            f"cannot import {namespace} ({why}): defaults not applied, give every argument",
+        )
+    parameters = getattr(function, "cache_parameters", None)
+    ignore: Iterable[str] = parameters().get("ignore") or () if callable(parameters) else ()
+    bound = Binder(signature, ignore).bind((), dict(arguments))
+    if bound is not None:
+        added = [name for name in bound if name not in arguments]
+        note = f"defaults of {namespace} applied" + (f": {', '.join(added)}" if added else " (none missing)")
+        return BoundCall(bound, True, note)
+    # Arguments that do not bind (a required one missing, an unknown name): add the
+    # defaults anyway, so the diff shows only what really differs.
+    completed = dict(arguments)
+    for name, parameter in signature.parameters.items():
+        if name not in completed and parameter.default is not inspect.Parameter.empty:
+            completed[name] = parameter.default
+    return BoundCall(
+        completed, True, f"defaults of {namespace} applied, but the arguments do not fit its signature"
+    )
+
+
+def _import_function(namespace: str) -> Any:
+    """The object ``module.qualname`` names: the longest importable module prefix, then attributes."""
+    parts = namespace.split(".")
+    for split in range(len(parts) - 1, 0, -1):
+        module_name = ".".join(parts[:split])
+        try:
+            target: Any = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            missing = exc.name or ""
+            if module_name == missing or module_name.startswith(missing + "."):
+                continue  # this prefix is not a module: try a shorter one
+            raise
+        for attribute in parts[split:]:
+            try:
+                target = getattr(target, attribute)
+            except AttributeError:
+                raise LookupError(f"{module_name} has no {'.'.join(parts[split:])}") from None
+        if not callable(target):
+            raise LookupError(f"{namespace} is not a function")
+        return target
+    raise LookupError(f"no module named {parts[0]!r}")
 
 
 def _key_of(material: dict[str, Any]) -> str:
