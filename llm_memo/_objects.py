@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 import types
-from typing import Any
+import weakref
+from typing import Any, NamedTuple
 
 __all__ = ["BadState", "build_dataclass", "build_model", "dataclass_state", "model_state"]
 
@@ -31,28 +31,46 @@ class BadState(ValueError):
 _MISSING = object()
 
 
-def _defined_on(cls: type, name: str) -> bool:
-    return any(name in vars(klass) for klass in cls.__mro__)
+class _ClassNames(NamedTuple):
+    defined: frozenset[str]  # every name the class or a base defines
+    cached: frozenset[str]  # the functools.cached_property ones among them
+
+
+_class_names: weakref.WeakKeyDictionary[type, _ClassNames] = weakref.WeakKeyDictionary()
+
+
+def _names(cls: type) -> _ClassNames:
+    names = _class_names.get(cls)
+    if names is None:
+        defined = {name for klass in cls.__mro__ for name in vars(klass)}
+        # A cached_property keeps its result in the instance __dict__: a cache of a
+        # computation, not part of the value; the next access recomputes it.
+        cached = {
+            name
+            for klass in cls.__mro__
+            for name, attr in vars(klass).items()
+            if isinstance(attr, functools.cached_property)
+        }
+        names = _class_names[cls] = _ClassNames(frozenset(defined), frozenset(cached))
+    return names
 
 
 def _plain_name(cls: type, name: Any) -> bool:
     return (
-        type(name) is str and name.isidentifier() and not name.startswith("__") and not _defined_on(cls, name)
+        type(name) is str
+        and name.isidentifier()
+        and not name.startswith("__")
+        and name not in _names(cls).defined
     )
-
-
-def _is_cached_property(cls: type, name: str) -> bool:
-    # functools.cached_property keeps its result in the instance __dict__: a cache of
-    # a computation, not part of the value; the next access recomputes it.
-    return isinstance(inspect.getattr_static(cls, name, None), functools.cached_property)
 
 
 def _extra_attrs(obj: Any, known: Any) -> dict[str, Any]:
     """Instance attributes that are not fields (the SDKs' ``_request_id``, for one)."""
     cls = type(obj)
+    cached = _names(cls).cached
     attrs: dict[str, Any] = {}
     for name, value in getattr(obj, "__dict__", {}).items():
-        if name in known or _is_cached_property(cls, name):
+        if name in known or name in cached:
             continue
         if not _plain_name(cls, name):
             raise BadState(f"attribute {str(name)[:80]!r} of {cls.__qualname__} cannot be stored")
@@ -90,21 +108,21 @@ def build_model(
 ) -> Any:
     """A model instance holding exactly this state (``fields_set=None``: every field and extra)."""
     known = cls.__pydantic_fields__
-    values: dict[str, Any] = {}
-    for name, value in fields.items():
+    for name in fields:
         if name not in known:
             raise BadState(f"{cls.__qualname__} has no field {str(name)[:80]!r}")
-        values[name] = value
+    values = dict(fields)
     defaulted: set[str] = set()
-    for name, info in known.items():
-        if name in values:
-            continue
-        # A field added to the class since the entry was written: its plain default is
-        # what validating the old data would give; a factory or a required field misses.
-        if info.default_factory is not None or info.is_required():
-            raise BadState(f"the entry has no value for {cls.__qualname__}.{name}")
-        values[name] = info.get_default(call_default_factory=False)
-        defaulted.add(name)
+    if len(values) != len(known):
+        for name, info in known.items():
+            if name in values:
+                continue
+            # A field added to the class since the entry was written: its plain default is
+            # what validating the old data would give; a factory or a required field misses.
+            if info.default_factory is not None or info.is_required():
+                raise BadState(f"the entry has no value for {cls.__qualname__}.{name}")
+            values[name] = info.get_default(call_default_factory=False)
+            defaulted.add(name)
     for name, value in attrs.items():
         if name in known or not _plain_name(cls, name):
             raise BadState(f"attribute {str(name)[:80]!r} cannot be set on {cls.__qualname__}")
@@ -113,8 +131,6 @@ def build_model(
         declared = cls.__private_attributes__
         if any(name not in declared for name in private):
             raise BadState(f"private attributes not declared by {cls.__qualname__}")
-    if extra is not None and any(type(k) is not str for k in extra):
-        raise BadState("extra field names must be strings")
     if fields_set is None:
         fields_set = (set(fields) | set(extra or ())) - defaulted
     elif any(type(k) is not str for k in fields_set):

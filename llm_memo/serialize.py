@@ -420,8 +420,10 @@ def _dec_tag(tag: str, body: Any, reg: TypeRegistry, depth: int) -> Any:
     if tag == "$object":
         name, fields, fields_set, private, extra, attrs = body
         cls = _allowed(reg, name)
-        if not _is_model_class(cls):
-            raise CorruptEntry(f"{name} is not a pydantic model")
+        if cls not in _checked_models:
+            if not _is_model_class(cls):
+                raise CorruptEntry(f"{name} is not a pydantic model")
+            _checked_models.add(cls)
         return _build(
             build_model,
             cls,
