@@ -229,7 +229,7 @@ def verified_tree(value: Any, registry: TypeRegistry) -> Any:
         tree = encode_tree(value, registry, exact=True)
         problem = _check(value, tree, registry)
     if problem is not None:
-        raise UnstorableResult(f"a {type(value).__qualname__} would not come back equal: {problem[0]}")
+        raise UnstorableResult(f"{type(value).__qualname__} would not come back equal: {problem[0]}")
     return tree
 
 
