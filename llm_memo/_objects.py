@@ -29,6 +29,8 @@ class BadState(ValueError):
 
 
 _MISSING = object()
+# Kept in a root model's __dict__ but taken separately, as for every other model.
+_PYDANTIC_SLOTS = frozenset(("__pydantic_private__", "__pydantic_extra__"))
 
 
 class _ClassNames(NamedTuple):
@@ -70,7 +72,7 @@ def _extra_attrs(obj: Any, known: Any) -> dict[str, Any]:
     cached = _names(cls).cached
     attrs: dict[str, Any] = {}
     for name, value in getattr(obj, "__dict__", {}).items():
-        if name in known or name in cached:
+        if name in known or name in cached or name in _PYDANTIC_SLOTS:
             continue
         if not _plain_name(cls, name):
             raise BadState(f"attribute {str(name)[:80]!r} of {cls.__qualname__} cannot be stored")
@@ -138,8 +140,13 @@ def build_model(
     obj = object.__new__(cls)
     object.__setattr__(obj, "__dict__", values)
     object.__setattr__(obj, "__pydantic_fields_set__", set(fields_set))
-    object.__setattr__(obj, "__pydantic_extra__", extra)
-    object.__setattr__(obj, "__pydantic_private__", private)
+    # A root model has neither attribute until it needs one (its private attributes
+    # then live in __dict__), as pydantic's own model_construct() leaves it.
+    root = getattr(cls, "__pydantic_root_model__", False)
+    if extra is not None or not root:
+        object.__setattr__(obj, "__pydantic_extra__", extra)
+    if private is not None or not root:
+        object.__setattr__(obj, "__pydantic_private__", private)
     return obj
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import math
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ import httpx
 import openai
 import orjson
 import pytest
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, RootModel, computed_field, field_validator
 
 import llm_memo
 from llm_memo import MemoryBackend, llm_cached, register_type
@@ -471,3 +472,42 @@ def test_a_planted_object_cannot_set_behaviour(tree: Any) -> None:
 def test_the_verified_encoding_is_what_a_plain_encoding_gives_when_equal() -> None:
     value = {"a": [1, 2.5, None], "b": (1, b"x")}
     assert encode_verified(value, TypeRegistry()) == llm_memo.serialize.encode_value(value, TypeRegistry())
+
+
+class Scores(RootModel[list[float]]):
+    _source: str = PrivateAttr(default="")
+
+
+def test_root_models_with_private_attributes(backend: Any) -> None:
+    def make() -> Scores:
+        scores = Scores([1.0, math.inf])
+        scores._source = "eval"
+        return scores
+
+    first, hit, runs = twice(backend, make, Scores)
+    assert runs == 1 and hit.root == [1.0, math.inf] and hit._source == "eval"
+    assert_same(first, hit)
+
+
+class Derived(BaseModel):
+    x: int
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def broken(self) -> int:
+        raise RuntimeError("computed fields are not stored, so never evaluated")
+
+    @functools.cached_property
+    def doubled(self) -> int:
+        return self.x * 2
+
+
+def test_computed_fields_and_cached_properties_are_recomputed_not_stored(backend: Any) -> None:
+    def make() -> Derived:
+        value = Derived(x=2)
+        assert value.doubled == 4  # cached in the instance __dict__ before it is stored
+        return value
+
+    first, hit, runs = twice(backend, make, Derived)
+    assert runs == 1 and "doubled" not in hit.__dict__ and hit.doubled == 4
+    assert type(hit) is Derived and hit == first
