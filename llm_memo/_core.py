@@ -26,7 +26,7 @@ from ._log import log, warn_limited
 from .backends import MISS, Backend, from_url
 from .errors import BackendError, CacheMiss, CorruptEntry, MissingExtra, UncacheableArgument, UnstorableResult
 from .keys import canonical, digest, fingerprint, key_material, material_bytes, raw_injective, raw_json
-from .serialize import TypeRegistry, decode_value, encode_value, pack_entry, unpack_entry
+from .serialize import TypeRegistry, decode_value, encode_verified, pack_entry, unpack_entry
 
 __all__ = ["CacheInfo", "Call", "Memo", "all_memos"]
 
@@ -417,7 +417,7 @@ class Memo:
                 self.count("skipped")
                 return None
         try:
-            payload = encode_value(value, self.types) if snapshot is None else snapshot
+            payload = encode_verified(value, self.types) if snapshot is None else snapshot
         except UnstorableResult as exc:
             self.count("skipped")
             warn_limited(
@@ -447,7 +447,7 @@ class Memo:
     def fresh_copy(self, value: Any) -> Any:
         """An equal, independent copy of a result (for coalesced waiters)."""
         try:
-            return decode_value(encode_value(value, self.types), self.types)
+            return decode_value(encode_verified(value, self.types), self.types)
         except (UnstorableResult, CorruptEntry):
             try:
                 return copy.deepcopy(value)

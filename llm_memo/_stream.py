@@ -22,7 +22,7 @@ from ._core import Call, Memo
 from ._log import warn_limited
 from .backends import MISS
 from .errors import CacheMiss, CorruptEntry, UnstorableResult
-from .serialize import decode_value, dump_tree, encode_tree
+from .serialize import decode_value, dump_tree, verified_tree
 
 __all__ = ["AsyncStreamDriver", "Recorder", "SyncStreamDriver", "arecorded", "recorded"]
 
@@ -44,7 +44,7 @@ class Recorder:
         if not self.enabled:
             return
         try:
-            self.trees.append(encode_tree(item, self.memo.types))
+            self.trees.append(verified_tree(item, self.memo.types))
         except UnstorableResult as exc:
             self.enabled = False  # keep streaming to the consumer; just never store this one
             self.memo.count("skipped")

@@ -12,13 +12,26 @@ plain value can never be mistaken for a tag::
     {"$bytes": "<b64>"}     bytes                {"$tuple": [...]}
     {"$set": [...]}, {"$frozenset": [...]}       {"$dict": [[k, v], ...]}
     {"$datetime"|"$date"|"$time": iso}, {"$timedelta": [d, s, us]}, {"$uuid": s}, {"$decimal": s}
-    {"$model": [type, data, private]}            a pydantic model (``data`` is its JSON dump)
-    {"$dataclass": [type, {field: value}]}       {"$enum": [type, value]}
+    {"$datetime": [naive iso, zone key | null, fold]}   a ZoneInfo zone, or a fold of 1
+    {"$object": [type, fields, fields set | null, private | null, extra | null, attributes]}
+                                                 a pydantic model, field by field
+    {"$model": [type, data, ids]}                an OpenAI/Anthropic response (``data``: its JSON dump)
+    {"$dataclass": [type, {attribute: value}]}   {"$enum": [type, value]}
+
+Objects are rebuilt as they were, without running ``__init__``, validators,
+``__post_init__`` or default factories (see :mod:`llm_memo._objects`). SDK responses
+take the faster ``$model`` form, rebuilt by validating their dump, whenever that
+gives back an equal object; one that does not (a payload that drifted from the SDK's
+types) is stored field by field. :func:`encode_verified`, which every store uses,
+decodes what it is about to store and refuses a value that would not come back
+equal in value and type (see :mod:`llm_memo._verify`).
 
 A type named in an entry is only reconstructed if it is *allowed*: registered with
 :func:`register_type`, named by the cached function's return annotation, or a
 pydantic model from an already-imported ``openai`` / ``anthropic`` types module.
 The entry never causes an import, and a name that is not allowed reads as a miss.
+A subclass of an allowed class is not allowed by that: it may override any method
+that later runs on the rebuilt object, so it must be allowed itself.
 
 **The entry envelope** wraps the encoded value with what a read must check::
 
@@ -44,6 +57,7 @@ import dataclasses
 import datetime as _dt
 import decimal
 import enum
+import re
 import struct
 import sys
 import typing
@@ -54,6 +68,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from ._objects import BadState, build_dataclass, build_model, dataclass_state, model_state
+from ._verify import first_difference
 from .errors import CorruptEntry, UnstorableResult
 
 __all__ = [
@@ -65,10 +81,12 @@ __all__ = [
     "dump_tree",
     "encode_tree",
     "encode_value",
+    "encode_verified",
     "pack_entry",
     "read_entry",
     "register_type",
     "unpack_entry",
+    "verified_tree",
 ]
 
 ENTRY_FORMAT_VERSION = 2  # 2: SHA-256 fingerprints
@@ -134,9 +152,8 @@ class TypeRegistry:
                 _is_model_class(node) or dataclasses.is_dataclass(node) or issubclass(node, enum.Enum)
             ):
                 found.append(node)
-                if dataclasses.is_dataclass(node):  # their fields may hold more types
-                    for hint in typing.get_type_hints(node).values():
-                        walk(hint)
+                for hint in _field_types(node):  # their fields may hold more types
+                    walk(hint)
             for arg in typing.get_args(node):
                 walk(arg)
 
@@ -147,8 +164,10 @@ class TypeRegistry:
         """The name to store for ``cls``; raises if a read could never rebuild it."""
         name = type_name(cls)
         if self.resolve(name) is not cls:
+            base = next((b for b in cls.__mro__[1:] if self.resolve(type_name(b)) is b), None)
+            hint = f" (a subclass of {base.__qualname__} must be allowed itself)" if base is not None else ""
             raise UnstorableResult(
-                f"results of type {cls.__qualname__} cannot be rebuilt from the cache; "
+                f"results of type {cls.__qualname__} cannot be rebuilt from the cache{hint}; "
                 f"annotate the function's return type or call llm_memo.register_type({cls.__qualname__})"
             )
         return name
@@ -158,6 +177,17 @@ class TypeRegistry:
         if cls is not None:
             return cls
         return _sdk_type(name)
+
+
+def _field_types(cls: type) -> list[Any]:
+    if _is_model_class(cls):
+        return [info.annotation for info in getattr(cls, "__pydantic_fields__", {}).values()]
+    if dataclasses.is_dataclass(cls):
+        try:
+            return list(typing.get_type_hints(cls).values())
+        except Exception:  # an unresolvable forward reference: register those types by hand
+            return []
+    return []
 
 
 def _sdk_type(name: str) -> type | None:
@@ -177,14 +207,58 @@ def _sdk_type(name: str) -> type | None:
 
 
 def encode_value(value: Any, registry: TypeRegistry) -> bytes:
-    """Encode a result to bytes, or raise :class:`UnstorableResult`."""
+    """Encode a result to bytes, or raise :class:`UnstorableResult` (unchecked: see below)."""
     return dump_tree(encode_tree(value, registry))
 
 
-def encode_tree(value: Any, registry: TypeRegistry) -> Any:
-    """Encode a result to its JSON tree (a snapshot: later mutation of ``value`` cannot reach it)."""
+def encode_verified(value: Any, registry: TypeRegistry) -> bytes:
+    """Encode a result that is proven to decode equal to it, or raise :class:`UnstorableResult`."""
+    return dump_tree(verified_tree(value, registry))
+
+
+def verified_tree(value: Any, registry: TypeRegistry) -> Any:
+    """:func:`encode_tree`, then decode the tree and compare it with ``value`` (``==`` and type).
+
+    The JSON bytes of a tree decode exactly as the tree itself does, so checking the
+    tree is checking what will be stored. An SDK response whose fast form does not
+    come back equal is encoded again field by field before giving up.
+    """
+    tree = encode_tree(value, registry)
+    problem = _check(value, tree, registry)
+    if problem is not None and problem[1]:
+        tree = encode_tree(value, registry, exact=True)
+        problem = _check(value, tree, registry)
+    if problem is not None:
+        raise UnstorableResult(f"{type(value).__qualname__} would not come back equal: {problem[0]}")
+    return tree
+
+
+def _check(value: Any, tree: Any, registry: TypeRegistry) -> tuple[str, bool] | None:
+    """None if ``tree`` decodes equal to ``value``; else why, and whether it used a fast form."""
     try:
-        return _enc(value, registry, 0)
+        copy = _dec(tree, registry, 0)
+    except Exception as exc:  # CorruptEntry, or a class whose instances cannot be made this way
+        return f"it cannot be rebuilt ({exc})", _uses_fast_form(tree)
+    problem = first_difference(value, copy)
+    return None if problem is None else (problem, _uses_fast_form(tree))
+
+
+def _uses_fast_form(tree: Any) -> bool:
+    t = type(tree)
+    if t is list:
+        return any(_uses_fast_form(x) for x in tree)
+    if t is dict:
+        return "$model" in tree or any(_uses_fast_form(x) for x in tree.values())
+    return False
+
+
+def encode_tree(value: Any, registry: TypeRegistry, *, exact: bool = False) -> Any:
+    """Encode a result to its JSON tree (a snapshot: later mutation of ``value`` cannot reach it).
+
+    ``exact=True`` stores SDK responses field by field too.
+    """
+    try:
+        return _enc(value, registry, 0, exact)
     except UnstorableResult:
         raise
     except (TypeError, ValueError, RecursionError) as exc:
@@ -198,7 +272,7 @@ def dump_tree(tree: Any) -> bytes:
         raise UnstorableResult(f"cannot encode the result: {exc}") from exc
 
 
-def _enc(v: Any, reg: TypeRegistry, depth: int) -> Any:
+def _enc(v: Any, reg: TypeRegistry, depth: int, exact: bool) -> Any:
     t = type(v)
     if t is str or t is bool or v is None:
         return v
@@ -212,26 +286,29 @@ def _enc(v: Any, reg: TypeRegistry, depth: int) -> Any:
         raise UnstorableResult(f"result is nested deeper than {MAX_DEPTH} levels")
     depth += 1
     if t is list:
-        return [_enc(x, reg, depth) for x in v]
+        return [_enc(x, reg, depth, exact) for x in v]
     if t is dict:
         if all(type(k) is str and not k.startswith("$") for k in v):
-            return {k: _enc(x, reg, depth) for k, x in v.items()}
-        return {"$dict": [[_enc(k, reg, depth), _enc(x, reg, depth)] for k, x in v.items()]}
+            return {k: _enc(x, reg, depth, exact) for k, x in v.items()}
+        return {"$dict": [[_enc(k, reg, depth, exact), _enc(x, reg, depth, exact)] for k, x in v.items()]}
     if t is tuple:
-        return {"$tuple": [_enc(x, reg, depth) for x in v]}
+        return {"$tuple": [_enc(x, reg, depth, exact) for x in v]}
     if t is bytes:
         return {"$bytes": base64.b64encode(v).decode("ascii")}
     if _is_model_class(t):
-        return _enc_model(v, reg)
+        name = reg.name_for(t)
+        if not exact and name.startswith(_SDK_TYPE_PREFIXES):
+            return _enc_sdk_model(v, name)
+        return _enc_object(v, name, reg, depth, exact)
     if isinstance(v, enum.Enum):
-        return {"$enum": [reg.name_for(t), _enc(v.value, reg, depth)]}
+        return {"$enum": [reg.name_for(t), _enc(v.value, reg, depth, exact)]}
     if dataclasses.is_dataclass(v) and not isinstance(v, type):
-        fields = {f.name: _enc(getattr(v, f.name), reg, depth) for f in dataclasses.fields(v)}
-        return {"$dataclass": [reg.name_for(t), fields]}
+        name = reg.name_for(t)
+        return {"$dataclass": [name, _enc_state(_state(dataclass_state, v), reg, depth, exact)]}
     if t is set or t is frozenset:
-        return {"$" + t.__name__: [_enc(x, reg, depth) for x in v]}
+        return {"$" + t.__name__: [_enc(x, reg, depth, exact) for x in v]}
     if t is _dt.datetime:
-        return {"$datetime": v.isoformat()}
+        return {"$datetime": _enc_datetime(v)}
     if t is _dt.date:
         return {"$date": v.isoformat()}
     if t is _dt.time:
@@ -245,16 +322,53 @@ def _enc(v: Any, reg: TypeRegistry, depth: int) -> Any:
     raise UnstorableResult(f"cannot store a result of type {t.__module__}.{t.__qualname__}")
 
 
-def _enc_model(model: Any, reg: TypeRegistry) -> Any:
+def _enc_sdk_model(model: Any, name: str) -> Any:
     # exclude_unset keeps model_fields_set, so the rebuilt object dumps exactly as the
     # original did (the SDKs' to_dict() is this same call).
     data = model.model_dump(mode="json", by_alias=True, exclude_unset=True, warnings=False)
     private: dict[str, Any] = {}
-    for name in _PRIVATE_ATTRS:  # set by the SDKs from response headers; not in the dump
-        value = model.__dict__.get(name)
+    for attr in _PRIVATE_ATTRS:  # set by the SDKs from response headers; not in the dump
+        value = model.__dict__.get(attr)
         if isinstance(value, str):
-            private[name] = value
-    return {"$model": [reg.name_for(type(model)), data, private]}
+            private[attr] = value
+    return {"$model": [name, data, private]}
+
+
+def _enc_object(model: Any, name: str, reg: TypeRegistry, depth: int, exact: bool) -> Any:
+    fields, fields_set, private, extra, attrs = _state(model_state, model)
+    every = fields.keys() | (extra or {}).keys()
+    return {
+        "$object": [
+            name,
+            _enc_state(fields, reg, depth, exact),
+            None if fields_set == every else sorted(fields_set),
+            None if private is None else _enc_state(private, reg, depth, exact),
+            None if extra is None else _enc_state(extra, reg, depth, exact),
+            _enc_state(attrs, reg, depth, exact),
+        ]
+    }
+
+
+def _state(take: Any, obj: Any) -> Any:
+    try:
+        return take(obj)
+    except BadState as exc:
+        raise UnstorableResult(str(exc)) from None
+
+
+def _enc_state(state: dict[str, Any], reg: TypeRegistry, depth: int, exact: bool) -> dict[str, Any]:
+    # Names are attribute names, decoded one by one (never as tags), so "$" needs no escape.
+    return {k: _enc(x, reg, depth, exact) for k, x in state.items()}
+
+
+def _enc_datetime(v: _dt.datetime) -> Any:
+    tz: Any = v.tzinfo
+    zoneinfo = sys.modules.get("zoneinfo")  # not imported: no ZoneInfo can exist
+    if zoneinfo is not None and type(tz) is zoneinfo.ZoneInfo and tz.key is not None:
+        return [v.replace(tzinfo=None).isoformat(), tz.key, v.fold]
+    if v.fold:
+        return [v.isoformat(), None, v.fold]
+    return v.isoformat()  # a fixed offset, UTC or naive; another tzinfo fails the store-time check
 
 
 # --------------------------------------------------------------------- decoding
@@ -273,7 +387,7 @@ def decode_value(data: bytes, registry: TypeRegistry) -> Any:
     try:
         if type(tree) is dict and len(tree) == 1 and "$model" in tree:  # an SDK response
             name, data_, private = tree["$model"]
-            return _rebuild_model(_allowed(registry, name), data_, private)
+            return _rebuild_model(_allowed_sdk(registry, name), data_, private)
         return _dec(tree, registry, 0)
     except CorruptEntry:
         raise
@@ -302,7 +416,23 @@ def _dec(v: Any, reg: TypeRegistry, depth: int) -> Any:
 def _dec_tag(tag: str, body: Any, reg: TypeRegistry, depth: int) -> Any:
     if tag == "$model":
         name, data, private = body
-        return _rebuild_model(_allowed(reg, name), data, private)
+        return _rebuild_model(_allowed_sdk(reg, name), data, private)
+    if tag == "$object":
+        name, fields, fields_set, private, extra, attrs = body
+        cls = _allowed(reg, name)
+        if cls not in _checked_models:
+            if not _is_model_class(cls):
+                raise CorruptEntry(f"{name} is not a pydantic model")
+            _checked_models.add(cls)
+        return _build(
+            build_model,
+            cls,
+            _dec_state(fields, reg, depth),
+            None if fields_set is None else list(fields_set),
+            None if private is None else _dec_state(private, reg, depth),
+            None if extra is None else _dec_state(extra, reg, depth),
+            _dec_state(attrs, reg, depth),
+        )
     if tag == "$tuple":
         return tuple(_dec(x, reg, depth) for x in body)
     if tag == "$bytes":
@@ -320,13 +450,7 @@ def _dec_tag(tag: str, body: Any, reg: TypeRegistry, depth: int) -> Any:
         cls = _allowed(reg, name)
         if not dataclasses.is_dataclass(cls):
             raise CorruptEntry(f"{name} is not a dataclass")
-        values = {k: _dec(x, reg, depth) for k, x in fields.items()}
-        init = {f.name for f in dataclasses.fields(cls) if f.init}
-        obj = cls(**{k: x for k, x in values.items() if k in init})  # type: ignore[operator]
-        for k, x in values.items():
-            if k not in init:
-                object.__setattr__(obj, k, x)
-        return obj
+        return _build(build_dataclass, cls, _dec_state(fields, reg, depth))
     if tag == "$enum":
         name, raw = body
         cls = _allowed(reg, name)
@@ -338,7 +462,7 @@ def _dec_tag(tag: str, body: Any, reg: TypeRegistry, depth: int) -> Any:
     if tag == "$frozenset":
         return frozenset(_dec(x, reg, depth) for x in body)
     if tag == "$datetime":
-        return _dt.datetime.fromisoformat(body)
+        return _dec_datetime(body)
     if tag == "$date":
         return _dt.date.fromisoformat(body)
     if tag == "$time":
@@ -353,6 +477,44 @@ def _dec_tag(tag: str, body: Any, reg: TypeRegistry, depth: int) -> Any:
             raise CorruptEntry("decimal too long")
         return decimal.Decimal(body)
     raise CorruptEntry(f"unknown tag {tag[:40]!r}")
+
+
+def _dec_state(state: Any, reg: TypeRegistry, depth: int) -> dict[str, Any]:
+    if type(state) is not dict:
+        raise CorruptEntry("object state is not a mapping")
+    return {k: _dec(x, reg, depth) for k, x in state.items()}
+
+
+def _build(build: Any, cls: Any, *state: Any) -> Any:
+    try:
+        return build(cls, *state)
+    except BadState as exc:
+        raise CorruptEntry(str(exc)) from None
+
+
+# IANA zone names; checked before ZoneInfo() looks for a file by that name.
+_ZONE_KEY = re.compile(r"[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*")
+
+
+def _dec_datetime(body: Any) -> _dt.datetime:
+    if type(body) is str:
+        return _dt.datetime.fromisoformat(body)
+    iso, key, fold = body
+    value = _dt.datetime.fromisoformat(iso)
+    if key is not None:
+        if type(key) is not str or len(key) > 100 or not _ZONE_KEY.fullmatch(key):
+            raise CorruptEntry("bad time zone name")
+        import zoneinfo  # only entries that name a zone pay for it
+
+        value = value.replace(tzinfo=zoneinfo.ZoneInfo(key))
+    return value.replace(fold=1 if fold == 1 else 0)
+
+
+def _allowed_sdk(reg: TypeRegistry, name: Any) -> Any:
+    # The fast form validates: only the SDKs' own models may be rebuilt that way.
+    if not isinstance(name, str) or not name.startswith(_SDK_TYPE_PREFIXES):
+        raise CorruptEntry(f"entry names type {str(name)[:200]!r} in a form only SDK responses may use")
+    return _allowed(reg, name)
 
 
 def _allowed(reg: TypeRegistry, name: Any) -> Any:
@@ -370,27 +532,14 @@ def _rebuild_model(cls: Any, data: Any, private: dict[str, Any]) -> Any:
         if not _is_model_class(cls):
             raise CorruptEntry(f"{cls!r} is not a pydantic model")
         _checked_models.add(cls)
-    try:
-        # Validating the object's own JSON dump is ~15x faster than the SDKs'
-        # construct_type() and gives an equal object with the same fields_set.
-        obj = cls.model_validate(data)
-    except Exception:
-        # Real SDK payloads drift from their schema (the SDKs never validate), and a
-        # few unions cannot be validated at all: build it the way the SDK does.
-        obj = _sdk_construct(cls, data)
+    # Validating the object's own JSON dump is ~15x faster than the SDKs'
+    # construct_type() and gives an equal object with the same fields_set; the store
+    # checked that it does (a drifted payload is stored field by field instead).
+    obj = cls.model_validate(data)
     for name, value in private.items():
         if name in _PRIVATE_ATTRS and isinstance(value, str):
             setattr(obj, name, value)
     return obj
-
-
-def _sdk_construct(cls: type, data: Any) -> Any:
-    root = cls.__module__.partition(".")[0]
-    models = sys.modules.get(f"{root}._models") if root in ("openai", "anthropic") else None
-    construct = getattr(models, "construct_type", None)
-    if construct is None:
-        raise CorruptEntry(f"stored data does not validate as {cls.__qualname__}")
-    return construct(type_=cls, value=data)
 
 
 # --------------------------------------------------------------------- envelope
