@@ -206,7 +206,8 @@ class Memo:
         # Resolved on first use: a method may name its own class, which does not
         # exist yet while the class body is being decorated.
         if self._types is None:
-            self._types = TypeRegistry.from_annotation(_return_annotation(self.func), self._extra_types)
+            func = self.func.func if isinstance(self.func, functools.partial) else self.func
+            self._types = TypeRegistry.from_annotation(_return_annotation(func), self._extra_types)
         return self._types
 
     def current_mode(self) -> Mode:

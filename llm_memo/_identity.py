@@ -26,6 +26,7 @@ import linecache
 import sys
 import threading
 import types
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -163,18 +164,37 @@ def _partial_args(func: functools.partial[Any]) -> list[Any]:
     return out
 
 
+_closures: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+_closures_lock = threading.Lock()
+
+
 def closure_values(func: Any) -> dict[str, Any]:
     """The canonical values of the closure variables keys can encode, by name.
 
     Others (clients, functions, locks) are left out: they cannot be compared
     across processes, and a factory closing over one should say what identifies
-    it with ``namespace=`` or ``key=``.
+    it with ``namespace=`` or ``key=``. Read once per function object: every
+    decoration of it (``with_options`` variants too) then shares entries, even
+    if it closes over a list it appends to.
     """
+    try:
+        with _closures_lock:
+            return _closures[func]
+    except (KeyError, TypeError):  # TypeError: not weakly referenceable
+        pass
+    values = _read_closure(func)
+    with _closures_lock:
+        try:
+            return _closures.setdefault(func, values)
+        except TypeError:
+            return values
+
+
+def _read_closure(func: Any) -> dict[str, Any]:
     code = getattr(func, "__code__", None)
     cells = getattr(func, "__closure__", None)
     if code is None or not cells:
         return {}
-    from .errors import UncacheableArgument
     from .keys import canonical
 
     out: dict[str, Any] = {}
@@ -189,7 +209,7 @@ def closure_values(func: Any) -> dict[str, Any]:
             continue  # a helper function or a client: not encodable as a value
         try:
             out[name] = canonical(value)
-        except (UncacheableArgument, RecursionError):
+        except Exception:  # UncacheableArgument, or a raising __llm_memo_key__: left out
             continue
     return out
 
@@ -202,9 +222,12 @@ def code_digest(func: Any) -> str | None:
     code = getattr(func, "__code__", None)
     if not isinstance(code, types.CodeType):
         return None
-    node = _find_node(code, getattr(func, "__globals__", None))
-    if node is not None:
-        return _hex(_tree_text(node).encode("utf-8"))
+    try:
+        node = _find_node(code, getattr(func, "__globals__", None))
+        if node is not None:
+            return _hex(_tree_text(node).encode("utf-8"))
+    except RecursionError:  # absurdly nested source: the bytecode will do
+        pass
     # No source to read: bytecode differs between Python versions, so say which.
     version = f"py{sys.version_info[0]}.{sys.version_info[1]}:"
     return version + _hex(_bytecode_text(code).encode("utf-8"))[: 32 - len(version)]
@@ -234,7 +257,7 @@ def _module_index(filename: str, module_globals: Any) -> _Index:
     index: _Index = {}
     try:
         tree = ast.parse(text)
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         tree = None
     for node in ast.walk(tree) if tree is not None else ():
         if isinstance(node, _Def):

@@ -7,6 +7,7 @@ closes over and the arguments a ``functools.partial`` binds.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.util
 import json
@@ -69,6 +70,19 @@ def test_closures_from_a_factory_do_not_share_entries() -> None:
     # The same configuration made again is the same function: it shares entries.
     again = make_asker("gpt")
     assert again("hi") == "gpt@0.0: hi" and again.cache_info().hits == 1
+
+
+def test_variants_of_a_function_closing_over_state_share_entries() -> None:
+    calls: list[str] = []
+
+    @llm_cached
+    def ask(prompt: str) -> str:
+        calls.append(prompt)  # state it closes over, read once, at the first call
+        return prompt.upper()
+
+    assert ask("a") == "A"
+    replay = ask.with_options(mode="replay")
+    assert replay("a") == "A" and calls == ["a"]
 
 
 class Client:
@@ -463,6 +477,21 @@ def test_partials_keep_their_bound_arguments_apart() -> None:
     assert claude("hi") == "claude@0.0: hi"
     assert warm("hi") == "gpt@0.7: hi"
     assert gpt.cache_parameters()["namespace"] == f"{__name__}.complete"
+
+
+@dataclasses.dataclass
+class Answer:
+    text: str
+
+
+def complete_typed(model: str, prompt: str) -> Answer:
+    return Answer(f"{model}: {prompt}")
+
+
+def test_a_partial_is_cached_with_its_function_s_return_type() -> None:
+    ask = llm_cached(functools.partial(complete_typed, "gpt"))
+    assert ask("hi") == ask("hi") == Answer("gpt: hi")
+    assert ask.cache_info().hits == 1
 
 
 def test_a_partial_binding_an_unencodable_argument_is_refused_clearly() -> None:
