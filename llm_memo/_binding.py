@@ -19,9 +19,12 @@ _P = inspect.Parameter
 
 
 class Binder:
-    __slots__ = ("defaults", "ignore", "n_params", "positional", "var_kw", "var_pos", "with_kw")
+    __slots__ = ("defaults", "ignore", "lenient", "n_params", "positional", "var_kw", "var_pos", "with_kw")
 
-    def __init__(self, signature: inspect.Signature, ignore: Iterable[str] = ()) -> None:
+    def __init__(
+        self, signature: inspect.Signature, ignore: Iterable[str] = (), *, lenient: bool = False
+    ) -> None:
+        self.lenient = lenient
         self.positional: tuple[str, ...] = tuple(
             p.name
             for p in signature.parameters.values()
@@ -75,7 +78,7 @@ class Binder:
                 else:
                     return None
         filled = len(out) - (self.var_pos is not None)
-        if filled < self.n_params:
+        if filled < self.n_params and not self.lenient:
             return None  # a required argument is missing
         if self.var_kw is not None:
             out[self.var_kw] = extra

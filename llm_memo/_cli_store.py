@@ -1021,8 +1021,9 @@ def _explain(args: argparse.Namespace) -> int:
     now = time.time()
     result = compare(material, backend, limit=max(args.limit, 0) + 1, exclude=exclude)
     key = digest(material_bytes(material))
-    exact = next((e for e in result.closest if e.key == key), None)
-    closest = [e for e in result.closest if e.key != key][: max(args.limit, 0)]
+    # Without the function's identity, a stored call with the same arguments is the match.
+    exact = next((e for e in result.closest if e.key == key or (result.identity_unknown and e.exact)), None)
+    closest = [e for e in result.closest if e is not exact and e.key != key][: max(args.limit, 0)]
     namespace = printable(result.namespace)
     others: list[str] = []
     if result.compared == 0 and result.without_material == 0:
@@ -1067,6 +1068,8 @@ def _explain(args: argparse.Namespace) -> int:
     else:
         stored = f"{style.yellow('no')}: this call misses"
     _say(f"{style.bold('stored')}    {stored}")
+    if result.identity_unknown:
+        _say(style.dim("          compared by arguments: explain a KEY to compare the function's code too"))
     if result.without_material:
         n = result.without_material
         _say(style.dim(f"          {n} entries of {namespace} have no stored key material: not compared"))

@@ -21,6 +21,7 @@ from ._binding import Binder, materialize
 from ._config import UNSET, Mode, check_mode, effective_mode, parse_ttl, settings
 from ._events import CallEvent, emit, listening, tokens_of
 from ._flight import AsyncFlights, Flights
+from ._identity import Identity, default_namespace
 from ._lease import apeek, lease_async, lease_sync, peek
 from ._log import log, warn_limited
 from .backends import MISS, Backend, from_url
@@ -142,9 +143,11 @@ class Memo:
         self.flights = Flights()
         self.aflights = AsyncFlights()
         self.func = func
-        self.namespace = namespace or f"{func.__module__}.{func.__qualname__}"
+        self.namespace = namespace or default_namespace(func)
         self.version = version
         self._version = canonical(version)  # fails fast on an unencodable version
+        # The code is the version unless the user pins one.
+        self.identity = Identity(func, code=version is None)
         self.ignore = tuple(ignore)
         self.key_fn = key
         self.cache_if = cache_if
@@ -152,7 +155,10 @@ class Memo:
         self.mode = check_mode(mode) if mode is not None else None
         self._extra_types = tuple(types)
         self._types: TypeRegistry | None = None
-        self.binder = Binder(inspect.signature(func), self.ignore)
+        # Under a functools.wraps decorator the signature is the inner function's,
+        # whose arguments the decorator may supply: bind leniently.
+        wraps = getattr(func, "__wrapped__", None) is not None
+        self.binder = Binder(inspect.signature(func), self.ignore, lenient=wraps)
         self._opt_backend = backend
         self._opt_ttl = parse_ttl(ttl) if ttl is not UNSET else UNSET
         self._opt_strict = strict
@@ -200,7 +206,8 @@ class Memo:
         # Resolved on first use: a method may name its own class, which does not
         # exist yet while the class body is being decorated.
         if self._types is None:
-            self._types = TypeRegistry.from_annotation(_return_annotation(self.func), self._extra_types)
+            func = self.func.func if isinstance(self.func, functools.partial) else self.func
+            self._types = TypeRegistry.from_annotation(_return_annotation(func), self._extra_types)
         return self._types
 
     def current_mode(self) -> Mode:
@@ -231,6 +238,13 @@ class Memo:
         args, kwargs = materialize(args, kwargs)
         source = self._source(instance, args, kwargs)
         if source is MISS:
+            if self.binder.lenient:  # the call may well succeed: say why it is not cached
+                warn_limited(
+                    f"unbound:{self.namespace}",
+                    "llm_memo: a call of %s does not fit the signature of the function under its "
+                    "decorators; not cached",
+                    self.namespace,
+                )
             return None
         # Shortcut: the same plain arguments as a recent call reuse its key without
         # walking the prompt again (keys.raw_json explains why this is exact).
@@ -239,7 +253,9 @@ class Memo:
             known = self._raw_keys.get(raw)
             if known is not None:
                 return Call(known[0], known[1], None, args, kwargs, source)
-        material = key_material(self.namespace, self._version, self._canonical(source))
+        material = key_material(
+            self.namespace, self._version, self._canonical(source), self.identity.material()
+        )
         if self.samples is not None:
             material["s"] = self.next_sample(digest(material_bytes(material)))
         data = material_bytes(material)
@@ -275,7 +291,10 @@ class Memo:
         """The call's key material (rebuilt when the raw shortcut skipped it)."""
         if call.material is not None:
             return call.material
-        return material_bytes(key_material(self.namespace, self._version, self._canonical(call.source)))
+        arguments = self._canonical(call.source)
+        return material_bytes(
+            key_material(self.namespace, self._version, arguments, self.identity.material())
+        )
 
     def _canonical_arguments(self, bound: dict[str, Any]) -> dict[str, Any]:
         arguments = {}
@@ -312,7 +331,9 @@ class Memo:
             full = (instance, *args) if instance is not None else args
             inspect.signature(self.func).bind(*full, **kwargs)
             raise TypeError("arguments do not match the function's signature")  # pragma: no cover
-        material = key_material(self.namespace, self._version, self._canonical(source))
+        material = key_material(
+            self.namespace, self._version, self._canonical(source), self.identity.material()
+        )
         if self.samples is None:
             return [digest(material_bytes(material))]
         return [digest(material_bytes({**material, "s": slot})) for slot in range(self.samples)]

@@ -27,6 +27,13 @@ integration's entries (``openai.chat.completions.create``...) hold their call
 under ``{"material": {"client": ..., "endpoint": ..., "kwargs": ...}}``: the
 easiest way to explain one of those is by key, with :func:`explain_material`
 on the material of the entry that was stored after the miss.
+
+A decorated function's material also holds its identity under ``id``: the
+digest of its code (``id.code``) and the closure values it was made with
+(``id.closure.model``...). A miss because the function was edited reads
+"the function's code changed". ``arguments`` alone cannot say what the current
+code is, so a call given by its arguments is compared by arguments (and
+version) only; explain the key stored after the miss to compare the code too.
 """
 
 from __future__ import annotations
@@ -101,6 +108,8 @@ class Difference:
 
     def describe(self, render: Callable[[Any], str] = _compact) -> str:
         """``a.temperature: 0 → 0.7``, ``a.messages[3]: added {...}``, ``a.top_p: new kwarg``..."""
+        if self.path == "id.code":
+            return _describe_code(self, render)
         if self.kind == "changed":
             return f"{self.path}: {render(self.stored)} → {render(self.call)}"
         if self.kind == "added":
@@ -121,6 +130,14 @@ class Difference:
         if self.call is not ABSENT:
             out["call"] = self.call
         return out
+
+
+def _describe_code(d: Difference, render: Callable[[Any], str]) -> str:
+    if d.kind == "changed":
+        return f"the function's code changed (id.code: {render(d.stored)} → {render(d.call)})"
+    if d.kind == "removed":
+        return "the function's code no longer counts: it is pinned by version= (id.code removed)"
+    return f"the function's code now counts: version= is no longer set (id.code = {render(d.call)})"
 
 
 @dataclass(frozen=True)
@@ -158,6 +175,9 @@ class Comparison:
     without_material: int = 0
     #: Values that are not readable llm_memo entries.
     unreadable: int = 0
+    #: The call's material has no ``id`` (built from arguments alone) while stored
+    #: entries have one: their code and closure values were not compared.
+    identity_unknown: bool = False
 
 
 # --------------------------------------------------------------------- material
@@ -359,6 +379,9 @@ def compare(
     key = _key_of(material)
     skip = set(exclude)
     result = Comparison(namespace, key, [])
+    # Material built from arguments alone cannot know the function's code: compare
+    # what it does know rather than call every entry "different code".
+    without_id = "id" not in material
     ranked: list[tuple[int, int, Explanation]] = []
     now = clock()
     for stored in backend.entries(namespace):
@@ -374,9 +397,13 @@ def compare(
             continue
         result.compared += 1
         theirs, created, expires = found
-        differences = tuple(diff_material(theirs, material))
+        compared = theirs
+        if without_id and isinstance(theirs, dict) and "id" in theirs:
+            compared = {k: v for k, v in theirs.items() if k != "id"}
+            result.identity_unknown = True
+        differences = tuple(diff_material(compared, material))
         distance = sum(d.leaves for d in differences)
-        if distance == 0 and stored.key != key:
+        if distance == 0 and stored.key != key and compared is theirs:
             # Same material under another key: cannot happen for an honest store.
             continue
         explanation = Explanation(

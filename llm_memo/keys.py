@@ -2,8 +2,10 @@
 
 A key is the SHA-256 of the *key material*, a canonical JSON document::
 
-    {"a": <arguments>, "f": KEY_FORMAT_VERSION, "ns": <namespace>, "v": <version>}
+    {"a": <arguments>, "f": KEY_FORMAT_VERSION, "id": <identity>, "ns": <namespace>, "v": <version>}
 
+(``id``, what tells the function apart beyond its name, its code digest and
+closure values, is left out when there is none: see ``llm_memo._identity``),
 serialised by orjson with sorted keys and no whitespace. The same call therefore
 gives the same key in every process, hash seed and machine: nothing here uses
 ``hash()``, ``repr()``, ``str()`` of arbitrary objects, or dict/set iteration order.
@@ -328,9 +330,14 @@ def raw_injective(raw: bytes) -> bool:
     return b"null" not in raw
 
 
-def key_material(namespace: str, version: Any, arguments: Any) -> dict[str, Any]:
-    """Build the key material document for already-canonical ``arguments``."""
-    return {"a": arguments, "f": KEY_FORMAT_VERSION, "ns": namespace, "v": canonical(version)}
+def key_material(
+    namespace: str, version: Any, arguments: Any, identity: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Build the key material document for already-canonical ``arguments`` and ``identity``."""
+    material = {"a": arguments, "f": KEY_FORMAT_VERSION, "ns": namespace, "v": canonical(version)}
+    if identity:
+        material["id"] = identity
+    return material
 
 
 def material_bytes(material: dict[str, Any]) -> bytes:

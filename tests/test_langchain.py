@@ -24,7 +24,7 @@ from langchain_core.outputs import ChatGeneration, Generation  # noqa: E402
 from langchain_tests.integration_tests import AsyncCacheTestSuite, SyncCacheTestSuite  # noqa: E402
 
 import llm_memo  # noqa: E402
-from llm_memo import CacheMiss, llm_cached  # noqa: E402
+from llm_memo import CacheMiss  # noqa: E402
 from llm_memo._server import FakeLLMServer  # noqa: E402
 from llm_memo.backends import Backend  # noqa: E402
 from llm_memo.backends.disk import DiskBackend  # noqa: E402
@@ -226,13 +226,11 @@ def test_chat_generations_round_trip_with_tool_calls() -> None:
 
 
 def _plant(backend: Backend, prompt: str, llm_string: str, value: Any) -> None:
-    """Store ``value`` under exactly the key LLMMemoCache looks up (same namespace and arguments)."""
-
-    @llm_cached(backend=backend, namespace="langchain")
-    def planted(prompt: str, llm_string: str) -> Any:
-        return value
-
-    planted(prompt, llm_string)
+    """Store ``value`` under exactly the key LLMMemoCache looks up (its own memo, its own key)."""
+    memo = LLMMemoCache(backend)._memo
+    call = memo.prepare(None, (prompt, llm_string), {})
+    assert call is not None
+    memo.store(call, value)
 
 
 CONSTRUCTOR = {
