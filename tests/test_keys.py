@@ -154,7 +154,7 @@ def test_rich_types_are_supported_and_distinct() -> None:
     assert key_of(Point(1, 2)) == key_of(Point(1, 2)) != key_of(Point(2, 1))
 
 
-def test_pydantic_models_key_as_their_wire_dump() -> None:
+def test_pydantic_models_key_by_class_and_every_field() -> None:
     pydantic = pytest.importorskip("pydantic")
 
     class Message(pydantic.BaseModel):
@@ -162,9 +162,16 @@ def test_pydantic_models_key_as_their_wire_dump() -> None:
         content: str
         name: str | None = None
 
+    class Note(pydantic.BaseModel):
+        role: str
+        content: str
+        name: str | None = None
+
     as_model = Message(role="user", content="hi")
-    assert key_of([as_model]) == key_of([{"role": "user", "content": "hi"}])
-    assert key_of(Message(role="user", content="hi", name=None)) != key_of(as_model)  # exclude_unset
+    assert key_of(Message(role="user", content="hi", name=None)) == key_of(as_model)  # set or not
+    assert key_of(Message(role="user", content="hi", name="x")) != key_of(as_model)
+    assert key_of(Note(role="user", content="hi")) != key_of(as_model)  # the class counts
+    assert key_of(as_model) != key_of({"role": "user", "content": "hi", "name": None})
 
 
 # Golden keys: if a refactor changes any of these, every user's cache silently
