@@ -21,11 +21,35 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llm_memo import UncacheableArgument, llm_cached, register_key_encoder
+from llm_memo._secrets import is_secret_name
 from llm_memo.keys import MAX_DEPTH, canonical, digest, key_material, material_bytes
 
 
 def key_of(value: Any) -> str:
     return digest(material_bytes(key_material("ns", None, canonical(value))))
+
+
+class Color(enum.Enum):
+    RED = "red"
+
+
+# Subclasses whose conversions lie: the key must see their real value.
+class LyingStr(str):
+    def __str__(self) -> str:
+        return "lie"
+
+
+class LyingInt(int):
+    def __int__(self) -> int:
+        return 7
+
+    def __index__(self) -> int:
+        return 7
+
+
+class LyingFloat(float):
+    def __float__(self) -> float:
+        return 0.25
 
 
 # A reference model of key equality, written independently of the encoder:
@@ -38,9 +62,10 @@ def reference(value: Any) -> Any:
     if isinstance(value, int | float):
         if isinstance(value, float) and math.isnan(value):
             return ("nan",)
-        return ("num", value)  # 1 == 1.0 and 0.0 == -0.0 under ==
+        real = float.__float__(value) if isinstance(value, float) else int.__int__(value)
+        return ("num", real)  # 1 == 1.0 and 0.0 == -0.0 under ==
     if isinstance(value, str):
-        return ("str", value)
+        return ("str", str.__str__(value))
     if isinstance(value, bytes):
         return ("bytes", value)
     if isinstance(value, list | tuple):
@@ -48,11 +73,18 @@ def reference(value: Any) -> Any:
     if isinstance(value, frozenset | set):
         return ("set", frozenset(reference(v) for v in value))
     if isinstance(value, dict):
-        return ("map", frozenset((reference(k), reference(v)) for k, v in value.items()))
+        return ("map", frozenset((reference(k), _reference_item(k, v)) for k, v in value.items()))
     raise AssertionError(type(value))
 
 
-scalars = (
+def _reference_item(name: Any, value: Any) -> Any:
+    # A str or bytes under a credential's name is a credential: which one never counts.
+    if isinstance(name, str) and is_secret_name(name) and isinstance(value, str | bytes):
+        return ("credential",)
+    return reference(value)
+
+
+plain_scalars = (
     st.none()
     | st.booleans()
     | st.integers(min_value=-(2**70), max_value=2**70)
@@ -60,13 +92,23 @@ scalars = (
     | st.text(max_size=8)
     | st.binary(max_size=8)
 )
-hashable = scalars.filter(lambda v: not (isinstance(v, float) and math.isnan(v)))
+scalars = (
+    plain_scalars
+    | st.text(max_size=3).map(LyingStr)
+    | st.integers(min_value=-3, max_value=3).map(LyingInt)
+    | st.sampled_from([0.5, 2.0, -1.5]).map(LyingFloat)
+)
+hashable = plain_scalars.filter(lambda v: not (isinstance(v, float) and math.isnan(v)))
+# Names that are credentials and names that only look like one.
+names = st.text(max_size=4) | st.sampled_from(
+    ["api_key", "apiKey", "token", "key", "max_tokens", "stop_token"]
+)
 values = st.recursive(
     scalars,
     lambda inner: (
         st.lists(inner, max_size=4)
         | st.tuples(inner, inner)
-        | st.dictionaries(st.text(max_size=4), inner, max_size=4)
+        | st.dictionaries(names, inner, max_size=4)
         | st.dictionaries(hashable, inner, max_size=3)
         | st.frozensets(hashable, max_size=3)
     ),
@@ -80,12 +122,28 @@ def test_keys_are_equal_exactly_when_values_are_equal(a: Any, b: Any) -> None:
     assert (key_of(a) == key_of(b)) == (reference(a) == reference(b))
 
 
-@given(st.dictionaries(st.text(max_size=6), values, min_size=2, max_size=6), st.randoms())
+@given(st.dictionaries(names, values, min_size=2, max_size=6), st.randoms())
 @settings(max_examples=100, deadline=None)
 def test_dict_order_never_matters(d: dict[str, Any], rnd: Any) -> None:
     items = list(d.items())
     rnd.shuffle(items)
     assert key_of(dict(items)) == key_of(d)
+
+
+@given(
+    st.sampled_from([Color.RED, uuid.UUID(int=5)]),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=3),
+    st.integers(),
+    st.integers(),
+)
+@settings(max_examples=50, deadline=None)
+def test_keys_that_encode_alike_are_refused_never_collapsed(
+    special: Any, rest: dict[str, int], a: int, b: int
+) -> None:
+    plain = special.value if isinstance(special, enum.Enum) else str(special)
+    mixed: dict[Any, int] = {**rest, special: a, plain: b}
+    with pytest.raises(UncacheableArgument, match="encode alike"):
+        canonical(mixed)
 
 
 @pytest.mark.parametrize(
@@ -125,10 +183,6 @@ def test_distinct_values_never_share_a_key(a: Any, b: Any) -> None:
 )
 def test_equal_values_share_a_key(a: Any, b: Any) -> None:
     assert key_of(a) == key_of(b)
-
-
-class Color(enum.Enum):
-    RED = "red"
 
 
 @dataclasses.dataclass
