@@ -78,7 +78,7 @@ __all__ = [
 ]
 
 #: Bumped whenever the canonical encoding changes, so old entries simply miss.
-KEY_FORMAT_VERSION = 1
+KEY_FORMAT_VERSION = 2
 
 #: Deeper values are refused: a recursive structure must raise a clear error,
 #: never a bare RecursionError, and real prompts are never this deep.
