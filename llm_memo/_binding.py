@@ -7,7 +7,8 @@ Anything unusual (a missing argument, a duplicate, an unknown keyword) returns
 ``TypeError`` exactly as it would uncached.
 
 Defaults are the function's as they are at call time: ``__defaults__`` and
-``__kwdefaults__`` may be reassigned (or the latter edited) at runtime.
+``__kwdefaults__`` may be reassigned at runtime (checked by identity on each call:
+two attribute reads). A default object mutated in place is read as it is when keyed.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import inspect
 import io
 import itertools
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from .errors import UncacheableArgument
 
@@ -37,6 +38,7 @@ class Binder:
         "n_params",
         "positional",
         "seen_defaults",
+        "seen_kwdefaults",
         "var_kw",
         "var_pos",
         "with_kw",
@@ -68,9 +70,10 @@ class Binder:
         #: they can be followed (not with a ``__signature__`` that says otherwise).
         self.live = _live_defaults_owner(signature, func)
         self.seen_defaults: Any = None
-        if self.live is not None:  # keyword-only defaults are then read on every call
+        self.seen_kwdefaults: Any = None
+        if self.live is not None:
             self.seen_defaults = self.live.__defaults__
-            self.defaults = {k: v for k, v in self.defaults.items() if k in self.positional}
+            self.seen_kwdefaults = self.live.__kwdefaults__
         self.n_params = sum(
             1 for p in signature.parameters.values() if p.kind not in (_P.VAR_POSITIONAL, _P.VAR_KEYWORD)
         )
@@ -89,15 +92,11 @@ class Binder:
         if n > len(positional) and self.var_pos is None:
             return None
         live = self.live
-        if live is not None:
-            if live.__defaults__ is not self.seen_defaults:
-                self._reload(live.__defaults__)
-            out = dict(self.defaults)
-            kw_defaults = live.__kwdefaults__  # a dict that may be edited in place
-            if kw_defaults:
-                out.update(kw_defaults)
-        else:
-            out = dict(self.defaults)
+        if live is not None and (
+            live.__defaults__ is not self.seen_defaults or live.__kwdefaults__ is not self.seen_kwdefaults
+        ):
+            self._reload(live)
+        out = dict(self.defaults)
         out.update(zip(positional, args, strict=False))
         if self.var_pos is not None:
             out[self.var_pos] = list(args[len(positional) :])
@@ -125,12 +124,15 @@ class Binder:
                     extra.pop(name, None)
         return out
 
-    def _reload(self, defaults: tuple[Any, ...] | None) -> None:
+    def _reload(self, live: Any) -> None:
+        defaults, kwdefaults = live.__defaults__ or (), live.__kwdefaults__
         # The positional defaults fill the last len(defaults) positional parameters.
         positional = self.positional
-        tail = positional[max(0, len(positional) - len(defaults or ())) :]
-        self.defaults = dict(zip(tail, defaults or (), strict=False))
-        self.seen_defaults = defaults
+        tail = positional[max(0, len(positional) - len(defaults)) :]
+        fresh = dict(zip(tail, defaults[len(defaults) - len(tail) :], strict=True))
+        fresh.update(kwdefaults or {})
+        self.defaults = fresh
+        self.seen_defaults, self.seen_kwdefaults = live.__defaults__, kwdefaults
 
 
 def _live_defaults_owner(signature: inspect.Signature, func: Any) -> Any:
@@ -153,13 +155,9 @@ def _live_defaults_owner(signature: inspect.Signature, func: Any) -> Any:
     return owner
 
 
-class Materialized(NamedTuple):
-    """A call's arguments twice: as the key reads them, and as the function receives them."""
-
-    key_args: tuple[Any, ...]
-    key_kwargs: dict[str, Any]
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
+#: A call's arguments twice: as the key reads them (``key_args, key_kwargs``), then as
+#: the function receives them (``args, kwargs``). A plain tuple: made on every call.
+Materialized = tuple[tuple[Any, ...], dict[str, Any], tuple[Any, ...], dict[str, Any]]
 
 
 def materialize(
@@ -194,7 +192,7 @@ def materialize(
                 key_kwargs[name], call_kwargs[name] = items, iter(items)
             else:
                 key_kwargs[name] = call_kwargs[name] = value
-    return Materialized(key_args, key_kwargs, call_args, call_kwargs)
+    return key_args, key_kwargs, call_args, call_kwargs
 
 
 def _read(iterator: Any, name: str) -> list[Any]:
