@@ -349,18 +349,24 @@ def test_pydantic_secret_values_are_credentials() -> None:
     assert SECRET not in str(canonical(a))
 
 
-def test_sdk_extra_body_and_extra_query_credentials_are_not_stored(llm_server: FakeLLMServer) -> None:
+@pytest.mark.parametrize("isolate", [False, True], ids=["shared", "isolated"])
+def test_sdk_extra_body_and_extra_query_credentials_are_not_stored(
+    llm_server: FakeLLMServer, isolate: bool
+) -> None:
     store = MemoryBackend()
-    patch_openai(backend=store)
+    patch_openai(backend=store, isolate_credentials=isolate)
     try:
         with openai.OpenAI(api_key="sk-test-key", base_url=llm_server.openai_base_url) as client:
-            client.chat.completions.create(
-                model="gpt-test",
-                messages=[{"role": "user", "content": "hi"}],
-                extra_body={"api_key": SECRET},
-                extra_query={"code": OTHER},
-            )
+            for secret in (SECRET, OTHER):
+                client.chat.completions.create(
+                    model="gpt-test",
+                    messages=[{"role": "user", "content": "hi"}],
+                    extra_body={"api_key": secret},
+                    extra_query={"code": secret},
+                )
     finally:
         unpatch_openai()
     data = stored_bytes(store)
     assert data and SECRET.encode() not in data and OTHER.encode() not in data
+    # Shared: other credentials, same answer. Isolated: the body's credential counts.
+    assert llm_server.count("/chat/completions") == (2 if isolate else 1)
