@@ -981,7 +981,7 @@ def _explain_target(
             args.material = args.material[1:]
         material = _read_json(args.material if args.material == "-" else "@" + args.material, "--material")
         if not isinstance(material, dict) or not isinstance(material.get("ns"), str) or "a" not in material:
-            raise CLIError('--material must be key material: {"a": ..., "f": 1, "ns": ..., "v": ...}', code=2)
+            raise CLIError('--material must be key material: {"a": ..., "f": 2, "ns": ..., "v": ...}', code=2)
         if args.key is not None:
             from .keys import digest, material_bytes
 

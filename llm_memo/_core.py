@@ -16,6 +16,8 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
+import orjson
+
 from . import _config
 from ._binding import Binder, materialize
 from ._config import UNSET, Mode, check_mode, effective_mode, parse_ttl, settings
@@ -24,9 +26,19 @@ from ._flight import AsyncFlights, Flights
 from ._identity import Identity, default_namespace
 from ._lease import apeek, lease_async, lease_sync, peek
 from ._log import log, warn_limited
+from ._secrets import pepper as _pepper
 from .backends import MISS, Backend, from_url
 from .errors import BackendError, CacheMiss, CorruptEntry, MissingExtra, UncacheableArgument, UnstorableResult
-from .keys import canonical, digest, fingerprint, key_material, material_bytes, raw_injective, raw_json
+from .keys import (
+    canonical,
+    canonical_arguments,
+    digest,
+    fingerprint,
+    key_material,
+    material_bytes,
+    raw_injective,
+    raw_json,
+)
 from .serialize import TypeRegistry, decode_value, encode_verified, pack_entry, unpack_entry
 
 __all__ = ["CacheInfo", "Call", "Memo", "all_memos"]
@@ -47,7 +59,8 @@ class Call(NamedTuple):
     """One call, ready for the cache: its key and the arguments to pass on.
 
     ``material`` is None when the key came from the raw-JSON shortcut; it is then
-    rebuilt only if an entry is stored (see :meth:`Memo.material`).
+    rebuilt from ``raw``, the key's source as it was when keyed, only if an entry is
+    stored (see :meth:`Memo.material`).
     """
 
     key: str
@@ -56,6 +69,7 @@ class Call(NamedTuple):
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     source: Any
+    raw: bytes | None = None
 
 
 _FIELDS = CacheInfo._fields
@@ -128,6 +142,7 @@ class Memo:
         samples: int | None = None,
         lease: Any = None,
         types: Iterable[type] = (),
+        isolate_credentials: bool | str | bytes = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1):
@@ -150,6 +165,8 @@ class Memo:
         self.identity = Identity(func, code=version is None)
         self.ignore = tuple(ignore)
         self.key_fn = key
+        #: With ``isolate_credentials``: the HMAC key credentials are keyed by (else left out).
+        self.pepper = _pepper(isolate_credentials)
         self.cache_if = cache_if
         self.clock = clock
         self.mode = check_mode(mode) if mode is not None else None
@@ -158,7 +175,7 @@ class Memo:
         # Under a functools.wraps decorator the signature is the inner function's,
         # whose arguments the decorator may supply: bind leniently.
         wraps = getattr(func, "__wrapped__", None) is not None
-        self.binder = Binder(inspect.signature(func), self.ignore, lenient=wraps)
+        self.binder = Binder(inspect.signature(func), self.ignore, func, lenient=wraps)
         self._opt_backend = backend
         self._opt_ttl = parse_ttl(ttl) if ttl is not UNSET else UNSET
         self._opt_strict = strict
@@ -235,8 +252,11 @@ class Memo:
         With ``samples=N`` each call of a key takes the next of N slots in turn, so
         the i-th call gets sample ``i % N`` (see :meth:`next_sample`).
         """
-        args, kwargs = materialize(args, kwargs)
-        source = self._source(instance, args, kwargs)
+        binder = self.binder
+        key_args, key_kwargs, args, kwargs = materialize(
+            args, kwargs, binder.positional, instance is not None
+        )
+        source = self._source(instance, key_args, key_kwargs)
         if source is MISS:
             if self.binder.lenient:  # the call may well succeed: say why it is not cached
                 warn_limited(
@@ -252,7 +272,7 @@ class Memo:
         if raw is not None:
             known = self._raw_keys.get(raw)
             if known is not None:
-                return Call(known[0], known[1], None, args, kwargs, source)
+                return Call(known[0], known[1], None, args, kwargs, source, raw)
         material = key_material(
             self.namespace, self._version, self._canonical(source), self.identity.material()
         )
@@ -282,36 +302,36 @@ class Memo:
     def _canonical(self, source: Any) -> Any:
         if self.key_fn is None:
             return self._canonical_arguments(source)
-        try:
-            return canonical(source)
-        except UncacheableArgument as exc:
-            raise exc.with_prefix("key(...)") from None
+        # As one argument named "key(...)", which is what an error's path then starts with.
+        return canonical_arguments({"key(...)": source}, self.pepper)["key(...)"]
 
     def material(self, call: Call) -> bytes:
-        """The call's key material (rebuilt when the raw shortcut skipped it)."""
+        """The call's key material (rebuilt when the raw shortcut skipped it).
+
+        Rebuilt from the bytes the key was looked up by, not from the arguments: the
+        function may have changed them since (appended to its list argument).
+        """
         if call.material is not None:
             return call.material
-        arguments = self._canonical(call.source)
+        source = call.source if call.raw is None else orjson.loads(call.raw)
         return material_bytes(
-            key_material(self.namespace, self._version, arguments, self.identity.material())
+            key_material(self.namespace, self._version, self._canonical(source), self.identity.material())
         )
 
     def _canonical_arguments(self, bound: dict[str, Any]) -> dict[str, Any]:
-        arguments = {}
-        for name, value in bound.items():
-            try:
-                arguments[name] = canonical(value)
-            except UncacheableArgument as exc:
-                if name in ("self", "cls") and not exc.path:
-                    raise UncacheableArgument(
-                        name,
-                        value,
-                        "instances cannot be told apart: define __llm_memo_key__() returning what "
-                        "identifies the object, make it a dataclass or pydantic model, or pass "
-                        f"ignore=['{name}'] if every instance answers alike",
-                    ) from None
-                raise exc.with_prefix(name) from None
-        return arguments
+        try:
+            return canonical_arguments(bound, self.pepper)
+        except UncacheableArgument as exc:
+            name = exc.path
+            if name in ("self", "cls"):
+                raise UncacheableArgument(
+                    name,
+                    exc.value,
+                    "instances cannot be told apart: define __llm_memo_key__() returning what "
+                    "identifies the object, make it a dataclass or pydantic model, or pass "
+                    f"ignore=['{name}'] if every instance answers alike",
+                ) from None
+            raise
 
     def next_sample(self, base_key: str) -> int:
         assert self.samples is not None
@@ -324,7 +344,7 @@ class Memo:
 
     def keys_for(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
         """Every storage key of a call: one, or one per sample slot."""
-        args, kwargs = materialize(args, kwargs)
+        args, kwargs, _, _ = materialize(args, kwargs, self.binder.positional, instance is not None)
         source = self._source(instance, args, kwargs)
         if source is MISS:
             # Let the signature explain what is wrong with the arguments.

@@ -183,6 +183,7 @@ def llm_cached(
     samples: int | None = ...,
     lease: float | str | timedelta | None = ...,
     types: Iterable[type] = ...,
+    isolate_credentials: bool | str | bytes = ...,
     clock: Callable[[], float] = ...,
 ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
 
@@ -211,6 +212,10 @@ def llm_cached(func: Any = None, /, **options: Any) -> Any:
     * ``lease``: seconds (or ``"30s"``); on a miss, take a lease in the backend so that
       processes sharing it make one call, not one each (off by default; see ``_lease``).
     * ``types``: extra classes the cache may rebuild results as.
+    * ``isolate_credentials``: arguments named like credentials (``api_key``,
+      ``token``, ``password``...) are left out of the key; with True (or your own
+      secret string as the HMAC key) they are keyed by an HMAC fingerprint instead,
+      so different credentials never share answers.
     """
     if func is None:
         return lambda f: _wrap(f, options)

@@ -20,13 +20,22 @@ Canonical encoding of a value (``canonical``):
   tagged list of ``[key, value]`` pairs, sorted.
 * ``bytes`` (tagged base64, so never equal to a ``str``), datetimes, dates, times,
   timedeltas, Decimals, paths: tagged.
-* Enums: their value; UUIDs: their string (what an SDK sends on the wire).
-* Pydantic models: ``model_dump(mode="json", exclude_unset=True, by_alias=True)``,
-  exactly what the OpenAI and Anthropic SDKs put in a request body.
+* Enums: their value; UUIDs: their string (what an SDK sends on the wire). A dict
+  holding two keys that encode alike (``Color.RED`` and ``"red"``) is refused.
+* Subclasses of str, int, float, bytes, containers and datetimes: their real value,
+  whatever their ``__str__``/``__int__``/``__float__``/``__iter__`` say.
+* Pydantic models: tagged with their qualified class name and every field's value
+  (set or defaulted), plus extra fields; private attributes are not part of it.
+  Pydantic's own field types (URLs, ...) encode as pydantic serialises them.
 * Dataclasses, objects with ``__llm_memo_key__()``, and types registered with
   :func:`register_key_encoder`: tagged with their qualified type name.
-* Anything else raises :class:`~llm_memo.errors.UncacheableArgument` naming the
-  argument path, e.g. ``messages[2]["content"]``.
+* Credentials: a str or bytes under a name that says it is one (``api_key``,
+  ``token``, ``password``: see :mod:`llm_memo._secrets`), and pydantic ``SecretStr``
+  and ``SecretBytes`` anywhere, are replaced by a tag: empty, or the credential's
+  HMAC when a pepper is given (``isolate_credentials``). They never reach the material.
+* Anything else (an open file, a lock, a one-shot iterator inside a container)
+  raises :class:`~llm_memo.errors.UncacheableArgument` naming the argument path,
+  e.g. ``messages[2]["content"]``.
 
 Tags are single-key objects whose key starts with a NUL character. A user dict key
 that starts with NUL is escaped by doubling it, so no plain value can ever spell a tag.
@@ -35,26 +44,33 @@ that starts with NUL is escaped by doubling it, so no plain value can ever spell
 from __future__ import annotations
 
 import base64
+import contextvars
 import dataclasses
 import datetime as _dt
 import decimal
 import enum
 import hashlib
+import io
+import ipaddress
+import itertools
 import math
 import pathlib
 import uuid
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import orjson
 
+from ._secrets import fingerprint as _hmac
+from ._secrets import is_secret_name
 from .errors import UncacheableArgument
 
 __all__ = [
     "KEY_FORMAT_VERSION",
     "MAX_DEPTH",
     "canonical",
+    "canonical_arguments",
     "digest",
     "fingerprint",
     "key_material",
@@ -64,7 +80,7 @@ __all__ = [
 ]
 
 #: Bumped whenever the canonical encoding changes, so old entries simply miss.
-KEY_FORMAT_VERSION = 1
+KEY_FORMAT_VERSION = 2
 
 #: Deeper values are refused: a recursive structure must raise a clear error,
 #: never a bare RecursionError, and real prompts are never this deep.
@@ -76,6 +92,38 @@ _SORT = orjson.OPT_SORT_KEYS
 
 _encoders: dict[type, Callable[[Any], Any]] = {}
 _schema_cache: weakref.WeakKeyDictionary[type, Any] = weakref.WeakKeyDictionary()
+
+#: The HMAC key credentials are fingerprinted with, while :func:`canonical_arguments`
+#: runs with one (a context variable, so no encoder function needs another parameter).
+_PEPPER: contextvars.ContextVar[bytes | None] = contextvars.ContextVar("llm_memo_pepper", default=None)
+
+# is_secret_name() of dict keys already seen: a dict lookup is all the hot loop pays.
+_secret_keys: dict[str, bool] = {}
+_MAX_SECRET_KEYS = 4096
+
+
+def _is_secret_key(name: str) -> bool:
+    known = _secret_keys.get(name)
+    if known is None:
+        if len(_secret_keys) >= _MAX_SECRET_KEYS:
+            _secret_keys.clear()
+        known = _secret_keys[name] = is_secret_name(name)
+    return known
+
+
+def _hidden(secret: str | bytes) -> Any:
+    """What stands for a credential in key material: nothing of it, or its HMAC."""
+    pepper = _PEPPER.get()
+    return _tag("secret", None if pepper is None else _hmac((secret,), pepper))
+
+
+def _credential(value: Any) -> str | bytes | None:
+    """The credential a value under a secret-like name holds, if it is one (text or bytes)."""
+    if isinstance(value, str) and not isinstance(value, enum.Enum):
+        return str.__str__(value)
+    if isinstance(value, bytes | bytearray):
+        return bytes(memoryview(value))
+    return None
 
 
 def register_key_encoder(cls: type, encoder: Callable[[Any], Any]) -> None:
@@ -169,34 +217,83 @@ def _dict(value: dict[Any, Any], depth: int) -> Any:
         raise UncacheableArgument("", value, f"recursive, or nested deeper than {MAX_DEPTH} levels")
     depth += 1
     out: dict[str, Any] = {}
-    for k, item in value.items():
+    for k, item in dict.items(value):  # not value.items(): a subclass may override it
         if type(k) is not str:
             return _mapping(value, depth)
         t = type(item)
-        if t is str or t is bool or item is None:  # most leaves: no call, no checks
+        if t is str:  # most leaves: a dict lookup, no call
+            encoded = item if not _is_secret_key(k) else _hidden(item)
+        elif t is bool or item is None:
             encoded = item
         else:
             try:
-                encoded = _dict(item, depth) if t is dict else canonical(item, depth)
+                encoded = _item(k, item, t, depth)
             except UncacheableArgument as exc:
                 raise exc.with_prefix("[" + orjson.dumps(k).decode() + "]") from None
         out["\x00" + k if k[:1] == "\x00" else k] = encoded
     return out
 
 
+def _item(name: str, item: Any, t: type, depth: int) -> Any:
+    """A dict value or argument that is not a plain str, bool or None."""
+    if _is_secret_key(name):
+        secret = _credential(item)
+        if secret is not None:
+            return _hidden(secret)
+    return _dict(item, depth) if t is dict else canonical(item, depth)
+
+
+def canonical_arguments(arguments: Mapping[str, Any], pepper: bytes | None = None) -> dict[str, Any]:
+    """The canonical form of a call's bound arguments, ``{name: value}``.
+
+    Equal to ``canonical(dict(arguments))``, but an error's path starts with the
+    argument's name (``messages[2]``, not ``["messages"][2]``). With ``pepper``,
+    credentials are replaced by their HMAC under it instead of an empty tag.
+    """
+    token = _PEPPER.set(pepper) if pepper is not None else None
+    try:
+        out: dict[str, Any] = {}
+        for name, value in arguments.items():
+            t = type(value)
+            if t is str or t is bool or value is None:
+                out[name] = value if t is not str or not _is_secret_key(name) else _hidden(value)
+                continue
+            try:
+                out[name] = _item(name, value, t, 0)
+            except UncacheableArgument as exc:
+                raise exc.with_prefix(name) from None
+        return out
+    finally:
+        if token is not None:
+            _PEPPER.reset(token)
+
+
 def _mapping(value: dict[Any, Any], depth: int) -> Any:
     pairs = []
-    for k, item in value.items():
+    for k, item in dict.items(value):
         try:
             ck = canonical(k, depth)
         except UncacheableArgument as exc:
             raise exc.with_prefix("<key>") from None
         try:
-            pairs.append([ck, canonical(item, depth)])
+            if isinstance(k, str) and _is_secret_key(k) and (secret := _credential(item)) is not None:
+                encoded = _hidden(secret)
+            else:
+                encoded = canonical(item, depth)
         except UncacheableArgument as exc:
             raise exc.with_prefix(f"[{k!r}]") from None
-    pairs.sort(key=lambda pair: _sort_key(pair[0]))
-    return _tag("map", pairs)
+        pairs.append((_sort_key(ck), k, [ck, encoded]))
+    pairs.sort(key=lambda pair: pair[0])
+    for before, after in itertools.pairwise(pairs):
+        if before[0] == after[0]:
+            # Collapsing them would key two different dicts alike; tagging every enum
+            # key would part an enum from the value an SDK sends for it.
+            raise UncacheableArgument(
+                "",
+                value,
+                f"its keys {before[1]!r} and {after[1]!r} encode alike (an Enum or UUID and its value)",
+            )
+    return _tag("map", [pair[2] for pair in pairs])
 
 
 def _other(value: Any, depth: int) -> Any:
@@ -209,30 +306,35 @@ def _other(value: Any, depth: int) -> Any:
     key_method = getattr(value, "__llm_memo_key__", None)
     if key_method is not None and not isinstance(value, type):
         return _tag("object", [_qualname(t), _wrap(key_method(), depth, ".__llm_memo_key__()")])
+    # Subclasses of the builtins: the real value, through the base class's own slots,
+    # never the subclass's __int__/__str__/__iter__ (which may say anything).
     if isinstance(value, bool):  # only a subclass can reach here
         return bool(value)
     if isinstance(value, int):
-        return _int(int(value))
+        return _int(int.__int__(value))
     if isinstance(value, float):
-        return _float(float(value))
+        return _float(float.__float__(value))
     if isinstance(value, str):
-        return str(value)
+        return str.__str__(value)
     if isinstance(value, bytes | bytearray | memoryview):
-        return _tag("bytes", base64.b64encode(bytes(value)).decode("ascii"))
+        return _tag("bytes", base64.b64encode(memoryview(value).tobytes()).decode("ascii"))
     if isinstance(value, set | frozenset):
-        items = [_wrap(item, depth, "{...}") for item in value]
+        members = set.__iter__(value) if isinstance(value, set) else frozenset.__iter__(value)
+        items = [_wrap(item, depth, "{...}") for item in members]
         items.sort(key=_sort_key)
         return _tag("set", items)
-    if isinstance(value, list | tuple):
-        return _list(value, depth)
+    if isinstance(value, list):
+        return _list(list(list.__iter__(value)), depth)
+    if isinstance(value, tuple):
+        return _list(list(tuple.__iter__(value)), depth)
     if isinstance(value, dict):
-        return _dict(value, depth)
+        return _dict(value, depth)  # reads it with dict.items()
     if isinstance(value, _dt.datetime):
-        return _tag("datetime", value.isoformat())
+        return _tag("datetime", _dt.datetime.isoformat(value))
     if isinstance(value, _dt.date):
-        return _tag("date", value.isoformat())
+        return _tag("date", _dt.date.isoformat(value))
     if isinstance(value, _dt.time):
-        return _tag("time", value.isoformat())
+        return _tag("time", _dt.time.isoformat(value))
     if isinstance(value, _dt.timedelta):
         return _tag("timedelta", [value.days, value.seconds, value.microseconds])
     if isinstance(value, uuid.UUID):
@@ -244,17 +346,65 @@ def _other(value: Any, depth: int) -> Any:
     if isinstance(value, type):
         return _class(value)
     if hasattr(value, "__pydantic_fields__") and hasattr(value, "model_dump"):
-        # What the SDKs send on the wire for a model passed in a request.
-        dumped = value.model_dump(mode="json", exclude_unset=True, by_alias=True, warnings=False)
-        return canonical(dumped, depth)
+        return _model(value, depth)
     if dataclasses.is_dataclass(value):
         fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
         return _tag("dataclass", [_qualname(t), _wrap(fields, depth, "")])
+    if isinstance(value, _IP_TYPES):  # pydantic's IP fields hold these
+        return _tag("object", [_qualname(t), str(value)])
+    if t.__module__.partition(".")[0] in ("pydantic", "pydantic_core"):
+        return _pydantic_type(value, depth)
+    if isinstance(value, io.IOBase):
+        raise UncacheableArgument("", value, "an open file or stream: pass its contents, or its path")
     if isinstance(value, Iterator):
         raise UncacheableArgument(
             "", value, "a one-shot iterator inside a container would be consumed; pass a list"
         )
     raise UncacheableArgument("", value)
+
+
+_IP_TYPES = (
+    ipaddress.IPv4Address,
+    ipaddress.IPv6Address,
+    ipaddress.IPv4Network,
+    ipaddress.IPv6Network,
+    ipaddress.IPv4Interface,
+    ipaddress.IPv6Interface,
+)
+
+
+def _model(value: Any, depth: int) -> Any:
+    """A pydantic model: its class and every field's value, as a dataclass is keyed.
+
+    Not ``model_dump()``: ``exclude_unset`` misses a default list appended to, a dump
+    drops the class (``Translate(text=...)`` is not ``Summarize(text=...)``) and a
+    subclass's extra fields, and ``mode="json"`` fails on non-UTF-8 bytes. Fields
+    are read from ``__dict__``: one left out of ``model_construct()`` is absent, not None.
+    """
+    t = type(value)
+    state = value.__dict__
+    fields = {name: state[name] for name in t.__pydantic_fields__ if name in state}
+    encoded = [_qualname(t), _wrap(fields, depth, "")]
+    extra = getattr(value, "__pydantic_extra__", None)
+    if extra:
+        encoded.append(_wrap(extra, depth, ""))
+    return _tag("model", encoded)
+
+
+def _pydantic_type(value: Any, depth: int) -> Any:
+    """A pydantic field type (a URL, a ``SecretStr``...): as pydantic serialises it, tagged."""
+    reveal = getattr(value, "get_secret_value", None)
+    if reveal is not None:
+        secret = _credential(reveal())
+        if secret is not None:
+            return _hidden(secret)
+    import pydantic_core
+
+    try:
+        jsonable = pydantic_core.to_jsonable_python(value)
+    except Exception as exc:  # a custom serializer may raise anything
+        raise UncacheableArgument("", value, f"pydantic cannot serialise it: {exc}") from None
+    return _tag("object", [_qualname(type(value)), _wrap(jsonable, depth, "")])
 
 
 def _wrap(value: Any, depth: int, segment: str) -> Any:
@@ -265,6 +415,8 @@ def _wrap(value: Any, depth: int, segment: str) -> Any:
 
 
 def _decimal(value: decimal.Decimal) -> Any:
+    if type(value) is not decimal.Decimal:
+        value = decimal.Decimal(value)  # copies the digits, never asks the subclass
     if value.is_nan():
         return _tag("decimal", "NaN")
     if value.is_infinite():

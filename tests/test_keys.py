@@ -21,11 +21,35 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llm_memo import UncacheableArgument, llm_cached, register_key_encoder
+from llm_memo._secrets import is_secret_name
 from llm_memo.keys import MAX_DEPTH, canonical, digest, key_material, material_bytes
 
 
 def key_of(value: Any) -> str:
     return digest(material_bytes(key_material("ns", None, canonical(value))))
+
+
+class Color(enum.Enum):
+    RED = "red"
+
+
+# Subclasses whose conversions lie: the key must see their real value.
+class LyingStr(str):
+    def __str__(self) -> str:
+        return "lie"
+
+
+class LyingInt(int):
+    def __int__(self) -> int:
+        return 7
+
+    def __index__(self) -> int:
+        return 7
+
+
+class LyingFloat(float):
+    def __float__(self) -> float:
+        return 0.25
 
 
 # A reference model of key equality, written independently of the encoder:
@@ -38,9 +62,10 @@ def reference(value: Any) -> Any:
     if isinstance(value, int | float):
         if isinstance(value, float) and math.isnan(value):
             return ("nan",)
-        return ("num", value)  # 1 == 1.0 and 0.0 == -0.0 under ==
+        real = float.__float__(value) if isinstance(value, float) else int.__int__(value)
+        return ("num", real)  # 1 == 1.0 and 0.0 == -0.0 under ==
     if isinstance(value, str):
-        return ("str", value)
+        return ("str", str.__str__(value))
     if isinstance(value, bytes):
         return ("bytes", value)
     if isinstance(value, list | tuple):
@@ -48,11 +73,18 @@ def reference(value: Any) -> Any:
     if isinstance(value, frozenset | set):
         return ("set", frozenset(reference(v) for v in value))
     if isinstance(value, dict):
-        return ("map", frozenset((reference(k), reference(v)) for k, v in value.items()))
+        return ("map", frozenset((reference(k), _reference_item(k, v)) for k, v in value.items()))
     raise AssertionError(type(value))
 
 
-scalars = (
+def _reference_item(name: Any, value: Any) -> Any:
+    # A str or bytes under a credential's name is a credential: which one never counts.
+    if isinstance(name, str) and is_secret_name(name) and isinstance(value, str | bytes):
+        return ("credential",)
+    return reference(value)
+
+
+plain_scalars = (
     st.none()
     | st.booleans()
     | st.integers(min_value=-(2**70), max_value=2**70)
@@ -60,13 +92,23 @@ scalars = (
     | st.text(max_size=8)
     | st.binary(max_size=8)
 )
-hashable = scalars.filter(lambda v: not (isinstance(v, float) and math.isnan(v)))
+scalars = (
+    plain_scalars
+    | st.text(max_size=3).map(LyingStr)
+    | st.integers(min_value=-3, max_value=3).map(LyingInt)
+    | st.sampled_from([0.5, 2.0, -1.5]).map(LyingFloat)
+)
+hashable = plain_scalars.filter(lambda v: not (isinstance(v, float) and math.isnan(v)))
+# Names that are credentials and names that only look like one.
+names = st.text(max_size=4) | st.sampled_from(
+    ["api_key", "apiKey", "token", "key", "max_tokens", "stop_token"]
+)
 values = st.recursive(
     scalars,
     lambda inner: (
         st.lists(inner, max_size=4)
         | st.tuples(inner, inner)
-        | st.dictionaries(st.text(max_size=4), inner, max_size=4)
+        | st.dictionaries(names, inner, max_size=4)
         | st.dictionaries(hashable, inner, max_size=3)
         | st.frozensets(hashable, max_size=3)
     ),
@@ -80,12 +122,28 @@ def test_keys_are_equal_exactly_when_values_are_equal(a: Any, b: Any) -> None:
     assert (key_of(a) == key_of(b)) == (reference(a) == reference(b))
 
 
-@given(st.dictionaries(st.text(max_size=6), values, min_size=2, max_size=6), st.randoms())
+@given(st.dictionaries(names, values, min_size=2, max_size=6), st.randoms())
 @settings(max_examples=100, deadline=None)
 def test_dict_order_never_matters(d: dict[str, Any], rnd: Any) -> None:
     items = list(d.items())
     rnd.shuffle(items)
     assert key_of(dict(items)) == key_of(d)
+
+
+@given(
+    st.sampled_from([Color.RED, uuid.UUID(int=5)]),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=3),
+    st.integers(),
+    st.integers(),
+)
+@settings(max_examples=50, deadline=None)
+def test_keys_that_encode_alike_are_refused_never_collapsed(
+    special: Any, rest: dict[str, int], a: int, b: int
+) -> None:
+    plain = special.value if isinstance(special, enum.Enum) else str(special)
+    mixed: dict[Any, int] = {**rest, special: a, plain: b}
+    with pytest.raises(UncacheableArgument, match="encode alike"):
+        canonical(mixed)
 
 
 @pytest.mark.parametrize(
@@ -127,10 +185,6 @@ def test_equal_values_share_a_key(a: Any, b: Any) -> None:
     assert key_of(a) == key_of(b)
 
 
-class Color(enum.Enum):
-    RED = "red"
-
-
 @dataclasses.dataclass
 class Point:
     x: int
@@ -154,7 +208,7 @@ def test_rich_types_are_supported_and_distinct() -> None:
     assert key_of(Point(1, 2)) == key_of(Point(1, 2)) != key_of(Point(2, 1))
 
 
-def test_pydantic_models_key_as_their_wire_dump() -> None:
+def test_pydantic_models_key_by_class_and_every_field() -> None:
     pydantic = pytest.importorskip("pydantic")
 
     class Message(pydantic.BaseModel):
@@ -162,9 +216,16 @@ def test_pydantic_models_key_as_their_wire_dump() -> None:
         content: str
         name: str | None = None
 
+    class Note(pydantic.BaseModel):
+        role: str
+        content: str
+        name: str | None = None
+
     as_model = Message(role="user", content="hi")
-    assert key_of([as_model]) == key_of([{"role": "user", "content": "hi"}])
-    assert key_of(Message(role="user", content="hi", name=None)) != key_of(as_model)  # exclude_unset
+    assert key_of(Message(role="user", content="hi", name=None)) == key_of(as_model)  # set or not
+    assert key_of(Message(role="user", content="hi", name="x")) != key_of(as_model)
+    assert key_of(Note(role="user", content="hi")) != key_of(as_model)  # the class counts
+    assert key_of(as_model) != key_of({"role": "user", "content": "hi", "name": None})
 
 
 # Golden keys: if a refactor changes any of these, every user's cache silently
@@ -182,9 +243,9 @@ def _golden_cases() -> dict[str, Any]:
 
 
 GOLDEN_KEYS = {
-    "chat": "96e939d041fba4c50897ce2e4cbd70dc3e0c2be0cd6516a3b6af8444746bf0b7",
-    "mixed": "cb70b46e0866405a9f25fc01b11267a7f0703c7aa7fc8ac13be1a76017a5b1c5",
-    "nested": "2d97e05786944ea0418ee9ff5306002a873197028e956ddecde0586840477238",
+    "chat": "7118d6095777779b33211f275e38b0f9664978a36a094ff2909cd5dd7a1a7938",
+    "mixed": "01c8772ef57d1c15050cfdb7ec80486faab603df19b78c1734812a9f37fee74a",
+    "nested": "056511920d602fc4b6db543d38321d302893c61bf7596ae677b9c1f3ac38d29c",
 }
 
 

@@ -28,10 +28,7 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
-import hmac
 import importlib
-import re
 import sys
 import threading
 import typing
@@ -46,6 +43,9 @@ from .._binding import materialize
 from .._config import UNSET, Mode
 from .._core import CacheInfo, Call, Memo
 from .._log import warn_limited
+from .._secrets import fingerprint as _hmac
+from .._secrets import is_secret_query_name as is_secret_name
+from .._secrets import pepper as _pepper
 from .._stream import Recorder, arecorded, recorded
 from ..backends import MISS
 from ..errors import CacheMiss, MissingExtra, UncacheableArgument
@@ -73,20 +73,6 @@ RAW_RESPONSE_HEADER = "x-stainless-raw-response"
 CUT_SHORT = frozenset({"length", "content_filter", "max_tokens", "refusal", "model_context_window_exceeded"})
 #: Responses API stream events that end a response without completing it.
 _UNFINISHED_EVENTS = frozenset({"response.incomplete", "response.failed", "error"})
-
-# Words that, as part of a query parameter's or header's name, mark a credential
-# ("api-key", "access_token", "X-Amz-Signature", Azure SAS "sig", ...).
-_SECRET_WORDS = frozenset(
-    {"key", "apikey", "token", "secret", "password", "passwd", "auth", "authorization"}
-    | {"signature", "sig", "credential", "credentials"}
-)
-_NAME_SEPARATORS = re.compile(r"[-_.\s]+")
-
-
-def is_secret_name(name: str) -> bool:
-    """Whether a parameter or header name says it holds a credential (never key material)."""
-    return any(word in _SECRET_WORDS for word in _NAME_SEPARATORS.split(name.lower()))
-
 
 # ----------------------------------------------------------------------- descriptions
 
@@ -190,22 +176,9 @@ def header_subset(headers: Mapping[str, Any] | None, allowed: frozenset[str]) ->
     return {k.lower(): v for k, v in headers.items() if isinstance(k, str) and k.lower() in allowed}
 
 
-def _pepper(isolate: bool | str | bytes) -> bytes | None:
-    if isolate is False or isolate is None:
-        return None
-    if isolate is True:
-        # A fixed HMAC key still makes the fingerprint useless for anything but telling
-        # credentials apart (API keys are far too long to guess); pass your own secret
-        # string to make fingerprints unlinkable across deployments.
-        return b"llm-memo/credential-fingerprint/v1"
-    return isolate.encode() if isinstance(isolate, str) else bytes(isolate)
-
-
 @functools.lru_cache(maxsize=64)
 def _fingerprint(secrets: tuple[str, ...], pepper: bytes) -> str | None:
-    if not secrets:
-        return None
-    return hmac.new(pepper, "\x00".join(secrets).encode(), hashlib.sha256).hexdigest()[:32]
+    return _hmac(secrets, pepper) if secrets else None
 
 
 def _raw_response_call(kwargs: Mapping[str, Any]) -> bool:
@@ -340,6 +313,8 @@ class Endpoint:
             strict=options.strict,
             version=options.version,
             cache_if=options.cache_if or answer_is_complete,
+            # Credentials in the kwargs (extra_body={"api_key": ...}) as the client's.
+            isolate_credentials=options.isolate_credentials,
         )
 
     # ------------------------------------------------------------- key material
@@ -397,8 +372,9 @@ class Endpoint:
     def call(self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if self._passes_through(instance, args, kwargs):
             return wrapped(*args, **kwargs)
-        _, kwargs = materialize((), kwargs)  # building the key must not consume an iterator
-        material = self.material(instance, kwargs)
+        # Building the key must not consume an iterator the SDK then reads.
+        _, key_kwargs, _, kwargs = materialize((), kwargs)
+        material = self.material(instance, key_kwargs)
         if kwargs.get("stream"):
             return self.open_stream(instance, material, lambda: wrapped(**kwargs), *self.stream_types(False))
         try:
@@ -411,8 +387,8 @@ class Endpoint:
     async def acall(self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if self._passes_through(instance, args, kwargs):
             return await wrapped(*args, **kwargs)
-        _, kwargs = materialize((), kwargs)
-        material = self.material(instance, kwargs)
+        _, key_kwargs, _, kwargs = materialize((), kwargs)
+        material = self.material(instance, key_kwargs)
         if kwargs.get("stream"):
             return await self.open_astream(
                 instance, material, lambda: wrapped(**kwargs), *self.stream_types(True)
@@ -433,10 +409,10 @@ class Endpoint:
         if self._passes_through(instance, args, kwargs):
             return wrapped(*args, **kwargs)
         # The SDK reads iterators while building the request, before the key is made.
-        _, kwargs = materialize((), kwargs)
+        _, key_kwargs, _, kwargs = materialize((), kwargs)
         proxy = copy.copy(instance)
         post = self._apost if self.target.is_async else self._post
-        proxy._post = functools.partial(post, instance, kwargs)
+        proxy._post = functools.partial(post, instance, key_kwargs)
         return self.original.__get__(proxy, type(instance))(**kwargs)
 
     # ------------------------------------------------------------- hook: the resource's _post
