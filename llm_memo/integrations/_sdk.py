@@ -48,7 +48,7 @@ from .._core import CacheInfo, Call, Memo
 from .._log import warn_limited
 from .._stream import Recorder, arecorded, recorded
 from ..backends import MISS
-from ..errors import CacheMiss, UncacheableArgument
+from ..errors import UncacheableArgument
 
 __all__ = [
     "Endpoint",
@@ -341,6 +341,7 @@ class Endpoint:
             version=options.version,
             cache_if=options.cache_if or answer_is_complete,
         )
+        self.memo.label = self.target.endpoint
 
     # ------------------------------------------------------------- key material
 
@@ -532,7 +533,7 @@ class Endpoint:
             if items is not MISS:
                 return self._replay(instance._client, items, stream_cls, item, _replayed)
             if mode == "replay":
-                raise CacheMiss(self.memo.namespace, call.key)
+                raise self.memo.replay_miss(call)
         stream = live()
         return self._record(stream, Recorder(self.memo, call, enabled=mode != "readonly"), recorded)
 
@@ -547,7 +548,7 @@ class Endpoint:
             if items is not MISS:
                 return self._replay(instance._client, items, stream_cls, item, _areplayed)
             if mode == "replay":
-                raise CacheMiss(self.memo.namespace, call.key)
+                raise self.memo.replay_miss(call)
         stream = await live()
         return self._record(stream, Recorder(self.memo, call, enabled=mode != "readonly"), arecorded)
 
