@@ -173,7 +173,16 @@ class Memo:
         """Resolve options left to the defaults; again after every configure()."""
         gen = settings.generation
         spec = self._opt_backend if self._opt_backend is not UNSET else _config.default_backend_spec()
-        self._backend = resolve_backend(spec)
+        try:
+            self._backend = resolve_backend(spec)
+        except (ImportError, TypeError, ValueError) as exc:
+            from_env = self._opt_backend is UNSET and settings.backend is UNSET
+            if not from_env or spec == _config.DEFAULT_BACKEND:
+                raise
+            # Well-formed, yet unusable (the redis extra missing, ...): the environment
+            # must not break every call, so the default applies, with one warning.
+            _config.env_invalid("LLM_MEMO_BACKEND", spec, str(exc), f"the {_config.DEFAULT_BACKEND} backend")
+            self._backend = resolve_backend(_config.DEFAULT_BACKEND)
         opt_ttl = self._opt_ttl
         self._ttl = opt_ttl if opt_ttl is None or isinstance(opt_ttl, float) else _config.default_ttl()
         self._strict = bool(self._opt_strict) if self._opt_strict is not UNSET else _config.default_strict()

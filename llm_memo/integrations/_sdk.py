@@ -43,7 +43,7 @@ from urllib.parse import urlsplit, urlunsplit
 import wrapt
 
 from .._binding import materialize
-from .._config import UNSET, Mode
+from .._config import UNSET, Mode, check_backend, check_strict
 from .._core import CacheInfo, Call, Memo
 from .._log import warn_limited
 from .._stream import Recorder, arecorded, recorded
@@ -162,6 +162,10 @@ class Options:
     ignore: frozenset[str] | None = None
     cache_if: Callable[[Any], bool] | None = None
     isolate_credentials: bool | str | bytes = False
+
+    def __post_init__(self) -> None:
+        check_backend(self.backend)  # a typo fails at patch time, not at the first SDK call
+        check_strict(self.strict)
 
 
 # ----------------------------------------------------------------------- key helpers
