@@ -500,9 +500,7 @@ class Memo:
             )
             return None
 
-    def store(
-        self, call: Call, value: Any, snapshot: bytes | None = None, cost: float = 0.0
-    ) -> StoreOutcome:
+    def store(self, call: Call, value: Any, snapshot: bytes | None = None, cost: float = 0.0) -> StoreOutcome:
         entry = self.entry(call, value, snapshot, cost)
         if entry is None:
             return "skipped"
