@@ -166,11 +166,14 @@ async def test_environment_mode_applies_to_every_cached_function(
     assert await fn() == "p#1" and await fn() == "p#2"
 
 
-async def test_invalid_environment_mode_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_invalid_environment_mode_warns_and_is_ignored(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     fn = Fn("sync")
     monkeypatch.setenv("LLM_MEMO_MODE", "sometimes")
-    with pytest.raises(ValueError, match="LLM_MEMO_MODE"):
-        await fn()
+    assert await fn() == "p#1" and await fn() == "p#1"  # readwrite, the default
+    warnings = [r.getMessage() for r in caplog.records if "LLM_MEMO_MODE" in r.getMessage()]
+    assert len(warnings) == 1 and "readwrite, readonly" in warnings[0]
 
 
 def test_invalid_mode_names_are_rejected_up_front() -> None:

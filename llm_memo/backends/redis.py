@@ -374,24 +374,25 @@ class RedisBackend(Backend):
 
     async def _aguard(self, fn: Callable[[Any], Any]) -> Any:
         breaker = self._breaker
-        if breaker.open_until is not None:
-            breaker.before()
-        try:
-            state = await self._astate()
-            async with state.slots:
+        state = await self._astate()
+        async with state.slots:
+            # Checked once a slot is ours: the breaker may have opened while we waited.
+            if breaker.open_until is not None:
+                breaker.before()
+            try:
                 result = await fn(state.client)
-        except MaxConnectionsError:
-            breaker.abandon()
-            raise
-        except _DOWN as exc:
-            breaker.failure(exc)
-            raise
-        except RedisError:
-            breaker.success()
-            raise
-        except BaseException:
-            breaker.abandon()
-            raise
+            except MaxConnectionsError:
+                breaker.abandon()
+                raise
+            except _DOWN as exc:
+                breaker.failure(exc)
+                raise
+            except RedisError:
+                breaker.success()
+                raise
+            except BaseException:
+                breaker.abandon()
+                raise
         if breaker.open_until is not None:
             breaker.success()
         return result
