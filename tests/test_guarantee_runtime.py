@@ -381,7 +381,8 @@ def test_cache_miss_names_the_function_and_carries_key_and_material() -> None:
     with pytest.raises(CacheMiss) as info:
         summarise("the quick brown fox", words=5)
     error = info.value
-    function = f"{__name__}.test_cache_miss_names_the_function_and_carries_key_and_material.<locals>.summarise"
+    test = "test_cache_miss_names_the_function_and_carries_key_and_material"
+    function = f"{__name__}.{test}.<locals>.summarise"
     assert error.function == function and error.namespace == "shared-name"
     assert error.key == summarise.cache_key("the quick brown fox", words=5)
     assert function in str(error) and error.key in str(error) and "shared-name" in str(error)
@@ -400,9 +401,7 @@ def test_a_cassette_holds_no_request_id_so_the_same_answer_records_identically(t
         "object": "chat.completion",
         "created": 1700000000,
         "model": "gpt-test",
-        "choices": [
-            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "hi"}}
-        ],
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "hi"}}],
     }
     files = []
     for request_id in ("req_first", "req_second"):
