@@ -44,7 +44,7 @@ from typing import IO, TYPE_CHECKING, Any
 import orjson
 
 from ._demo import seconds
-from .backends import Backend, StoredEntry, default_directory, from_url
+from .backends import Backend, StoredEntry, check_url, default_directory, from_url
 from .cli import Command
 from .errors import CorruptEntry
 from .serialize import EntryHeader, read_entry
@@ -258,15 +258,11 @@ def open_store(args: argparse.Namespace, *, create: bool = False) -> Backend:
                 raise CLIError(f"{path} is a directory, not a SQLite file (did you mean disk:{path}?)")
             raise CLIError(f"no SQLite store at {path}: file not found")
     try:
-        backend = from_url(url)
+        backend = from_url(check_url(url))
     except ImportError as exc:
         raise CLIError(str(exc)) from None  # MissingExtra: names the pip install command
-    except ValueError:
-        raise CLIError(
-            f"unknown backend {scheme!r}: use disk, disk:<dir>, sqlite, sqlite:<file>, "
-            "redis://host:port/db, redis+cluster://host:port or memory",
-            code=2,
-        ) from None
+    except ValueError as exc:
+        raise CLIError(str(exc), code=2) from None
     args.store = backend.url  # for error messages: backend URLs never hold credentials
     return backend
 

@@ -9,6 +9,11 @@ Precedence, most specific first:
   decorator's ``mode=``, then :func:`configure`, then ``"readwrite"``. The runtime
   switches win over code on purpose: ``LLM_MEMO_MODE=replay`` must make a CI run
   offline without editing any decorator.
+
+Invalid values: in code (a decorator, :func:`configure`) they raise at once; in
+the environment they log one warning naming the variable and what it accepts,
+and the variable is ignored (the next source in the precedence applies).
+Surrounding whitespace in environment values is ignored.
 """
 
 from __future__ import annotations
@@ -16,11 +21,15 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import datetime as _dt
+import functools
 import os
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final, Literal
+
+from ._log import log
 
 __all__ = ["MODES", "UNSET", "Mode", "configure", "mode", "parse_ttl"]
 
@@ -84,6 +93,59 @@ def check_mode(value: str, *, name: str = "mode") -> Mode:
     return value  # type: ignore[return-value]
 
 
+def check_strict(value: Any) -> Any:
+    if value is not UNSET and not isinstance(value, bool):
+        raise TypeError(f"strict={value!r}: expected True or False")
+    return value
+
+
+def check_backend(spec: Any) -> Any:
+    """``spec`` if it can name a backend (checked by its form; nothing is opened)."""
+    from .backends import Backend, check_url
+
+    if spec is UNSET or isinstance(spec, Backend):
+        return spec
+    if isinstance(spec, str):
+        return check_url(spec)
+    if isinstance(spec, tuple | list):
+        if not spec:
+            raise ValueError("backend=(): name at least one tier")
+        for tier in spec:
+            check_backend(tier)
+        return spec
+    if all(callable(getattr(spec, m, None)) for m in ("get", "set", "delete", "clear")):
+        return spec
+    raise TypeError(f"backend={spec!r}: expected a URL string like 'disk' or 'redis://...', or a Backend")
+
+
+# ------------------------------------------------------------------- the environment
+
+_STRICT_TRUE = frozenset({"1", "true", "yes", "on"})
+_STRICT_FALSE = frozenset({"", "0", "false", "no", "off"})
+_warned: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
+
+
+def env_invalid(name: str, value: str, accepted: str, default: str) -> None:
+    """Warn, once per variable and value, that an environment value is ignored."""
+    with _warned_lock:
+        if (name, value) in _warned:
+            return
+        _warned.add((name, value))
+    log.warning("llm_memo: ignoring %s=%r: %s; using %s", name, value, accepted, default)
+
+
+@functools.lru_cache(maxsize=16)
+def _env_mode(raw: str) -> Mode | None:
+    # Cached by the raw text: LLM_MEMO_MODE is read on every call.
+    value = raw.strip().lower()
+    if value in MODES:
+        return value  # type: ignore[return-value]
+    if value:
+        env_invalid("LLM_MEMO_MODE", raw, f"use one of {', '.join(MODES)}", "the mode set in code")
+    return None
+
+
 @dataclass
 class Settings:
     """What :func:`configure` set. ``UNSET`` fields fall through to the environment."""
@@ -122,6 +184,8 @@ def configure(
         parse_ttl(ttl)
     if mode is not UNSET:
         check_mode(mode)
+    check_backend(backend)
+    check_strict(strict)
     for name, value in (("backend", backend), ("ttl", ttl), ("mode", mode), ("strict", strict)):
         if value is not UNSET:
             setattr(settings, name, value)
@@ -161,7 +225,9 @@ def effective_mode(declared: Mode | None) -> Mode:
         return override
     env = os.environ.get("LLM_MEMO_MODE")
     if env:
-        return check_mode(env.strip().lower(), name="LLM_MEMO_MODE")
+        parsed = _env_mode(env)
+        if parsed is not None:
+            return parsed
     if declared is not None:
         return declared
     if settings.mode is not UNSET:
@@ -169,20 +235,50 @@ def effective_mode(declared: Mode | None) -> Mode:
     return "readwrite"
 
 
+DEFAULT_BACKEND: Final = "memory"
+
+
 def default_backend_spec() -> Any:
     if settings.backend is not UNSET:
         return settings.backend
-    return os.environ.get("LLM_MEMO_BACKEND") or "memory"
+    return env_backend() or DEFAULT_BACKEND
+
+
+def env_backend() -> str | None:
+    """``LLM_MEMO_BACKEND`` if set and well-formed (else one warning, and None)."""
+    raw = os.environ.get("LLM_MEMO_BACKEND")
+    value = (raw or "").strip()
+    if not value:
+        return None
+    try:
+        return check_backend(value)  # type: ignore[no-any-return]
+    except (TypeError, ValueError) as exc:
+        assert raw is not None
+        env_invalid("LLM_MEMO_BACKEND", raw, str(exc).partition(": ")[2], f"the {DEFAULT_BACKEND} backend")
+        return None
 
 
 def default_ttl() -> float | None:
     if settings.ttl is not UNSET:
         return parse_ttl(settings.ttl)
     env = os.environ.get("LLM_MEMO_TTL")
-    return parse_ttl(env, name="LLM_MEMO_TTL") if env else None
+    if not env:
+        return None
+    try:
+        return parse_ttl(env, name="LLM_MEMO_TTL")
+    except (TypeError, ValueError):
+        accepted = "use seconds or a duration like 90s, 30m, 12h, 7d, 1h30m, or 'never'"
+        env_invalid("LLM_MEMO_TTL", env, accepted, "no expiry")
+        return None
 
 
 def default_strict() -> bool:
     if settings.strict is not UNSET:
         return bool(settings.strict)
-    return os.environ.get("LLM_MEMO_STRICT", "").strip().lower() in ("1", "true", "yes")
+    raw = os.environ.get("LLM_MEMO_STRICT", "")
+    value = raw.strip().lower()
+    if value in _STRICT_TRUE:
+        return True
+    if value not in _STRICT_FALSE:
+        env_invalid("LLM_MEMO_STRICT", raw, "use 1, true, yes or on; 0, false, no or off", "fail-open")
+    return False

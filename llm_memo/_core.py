@@ -21,7 +21,7 @@ import orjson
 from . import _config
 from ._binding import Binder, materialize
 from ._config import UNSET, Mode, check_mode, effective_mode, parse_ttl, settings
-from ._events import CallEvent, emit, listening, tokens_of
+from ._events import CallEvent, StoreOutcome, emit, listening, tokens_of
 from ._flight import AsyncFlights, Flights
 from ._identity import Identity, default_namespace
 from ._lease import apeek, lease_async, lease_sync, peek
@@ -126,6 +126,9 @@ def _return_annotation(func: Callable[..., Any]) -> Any:
 class Memo:
     """The state and steps shared by every driver of one cached function."""
 
+    #: The name of what is cached, when it is not ``func`` itself (an SDK endpoint).
+    label: str | None = None
+
     def __init__(
         self,
         func: Callable[..., Any],
@@ -193,7 +196,16 @@ class Memo:
         """Resolve options left to the defaults; again after every configure()."""
         gen = settings.generation
         spec = self._opt_backend if self._opt_backend is not UNSET else _config.default_backend_spec()
-        self._backend = resolve_backend(spec)
+        try:
+            self._backend = resolve_backend(spec)
+        except (ImportError, TypeError, ValueError) as exc:
+            from_env = self._opt_backend is UNSET and settings.backend is UNSET
+            if not from_env or spec == _config.DEFAULT_BACKEND:
+                raise
+            # Well-formed, yet unusable (the redis extra missing, ...): the environment
+            # must not break every call, so the default applies, with one warning.
+            _config.env_invalid("LLM_MEMO_BACKEND", spec, str(exc), f"the {_config.DEFAULT_BACKEND} backend")
+            self._backend = resolve_backend(_config.DEFAULT_BACKEND)
         opt_ttl = self._opt_ttl
         self._ttl = opt_ttl if opt_ttl is None or isinstance(opt_ttl, float) else _config.default_ttl()
         self._strict = bool(self._opt_strict) if self._opt_strict is not UNSET else _config.default_strict()
@@ -370,7 +382,7 @@ class Memo:
             raise exc  # a setup error, not a store fault: failing open would hide it for good
         self.count("errors")
         if listening():
-            emit(CallEvent("error", self.namespace, "", error=exc))
+            emit(CallEvent("error", self.namespace, "", error=exc), record=False)
         backend = self._backend.url if self._backend is not None else "?"
         if self.strict:
             raise BackendError(f"{op} on {backend} failed: {type(exc).__name__}: {exc}") from exc
@@ -435,10 +447,26 @@ class Memo:
         with self._lock:
             return self._saved_seconds, self._saved_tokens
 
-    def missed(self, call: Call, latency: float) -> None:
-        """Report a completed underlying call (for hooks and ``capture()``)."""
+    def missed(self, call: Call, latency: float, stored: StoreOutcome | None = None) -> None:
+        """Report a completed underlying call, once its result was dealt with (hooks, ``capture()``)."""
         if listening():
-            emit(CallEvent("miss", self.namespace, call.key, latency=latency))
+            emit(CallEvent("miss", self.namespace, call.key, latency=latency, stored=stored))
+
+    @property
+    def function(self) -> str:
+        """What messages name: ``label``, else the cached function's ``module.qualname``."""
+        if self.label is not None:
+            return self.label
+        func = self.func
+        return f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', type(func).__qualname__)}"
+
+    def replay_miss(self, call: Call, function: str | None = None) -> CacheMiss:
+        """The ``CacheMiss`` of a call in replay mode, naming the function and carrying the key material."""
+        try:
+            material: bytes | None = self.material(call)
+        except Exception:  # pragma: no cover - a key was built from this material moments ago
+            material = None
+        return CacheMiss(function or self.function, call.key, namespace=self.namespace, material=material)
 
     def encode(
         self, call: Call, value: Any, snapshot: bytes | None = None, cost: float = 0.0
@@ -489,24 +517,48 @@ class Memo:
         """An equal, independent copy of a result (for coalesced waiters)."""
         try:
             return decode_value(encode_verified(value, self.types), self.types)
-        except (UnstorableResult, CorruptEntry):
+        except Exception:  # unstorable, or an attribute that raises while it is read
             try:
                 return copy.deepcopy(value)
             except Exception:
                 return value  # uncopyable (a client, a lock): share it rather than fail
 
-    def store(self, call: Call, value: Any, snapshot: bytes | None = None, cost: float = 0.0) -> None:
-        entry = self.encode(call, value, snapshot, cost)
+    def entry(self, call: Call, value: Any, snapshot: bytes | None = None, cost: float = 0.0) -> bytes | None:
+        """:meth:`encode`, fail-open: the call is paid for, so nothing here may reach its caller.
+
+        A result whose encoding raises something other than ``UnstorableResult`` (a
+        raising ``computed_field`` or property, an odd attribute) is not stored.
+        """
+        try:
+            return self.encode(call, value, snapshot, cost)
+        except Exception as exc:
+            self.count("skipped")
+            warn_limited(
+                f"unencodable:{self.namespace}:{type(value).__qualname__}:{type(exc).__name__}",
+                "llm_memo: not caching the result of %s: encoding a %s raised %s: %s",
+                self.namespace,
+                type(value).__qualname__,
+                type(exc).__name__,
+                exc,
+            )
+            return None
+
+    def store(self, call: Call, value: Any, snapshot: bytes | None = None, cost: float = 0.0) -> StoreOutcome:
+        entry = self.entry(call, value, snapshot, cost)
         if entry is None:
-            return
+            return "skipped"
         try:
             self.backend.set(self.namespace, call.key, entry, self.ttl)
         except Exception as exc:
             self.fault("set", exc)
-            return
+            return "failed"
+        return self._stored(call, cost)
+
+    def _stored(self, call: Call, cost: float) -> StoreOutcome:
         self.count("stores")
         if listening():
-            emit(CallEvent("store", self.namespace, call.key, saved_seconds=cost))
+            emit(CallEvent("store", self.namespace, call.key, saved_seconds=cost), record=False)
+        return "stored"
 
     def invalidate(self, keys: list[str]) -> bool:
         found = False
@@ -535,18 +587,18 @@ class Memo:
             return MISS
         return self.decode(call, data, started)
 
-    async def astore(self, call: Call, value: Any, snapshot: bytes | None = None, cost: float = 0.0) -> None:
-        entry = self.encode(call, value, snapshot, cost)
+    async def astore(
+        self, call: Call, value: Any, snapshot: bytes | None = None, cost: float = 0.0
+    ) -> StoreOutcome:
+        entry = self.entry(call, value, snapshot, cost)
         if entry is None:
-            return
+            return "skipped"
         try:
             await self.backend.aset(self.namespace, call.key, entry, self.ttl)
         except Exception as exc:
             self.fault("set", exc)
-            return
-        self.count("stores")
-        if listening():
-            emit(CallEvent("store", self.namespace, call.key, saved_seconds=cost))
+            return "failed"
+        return self._stored(call, cost)
 
     # ---------------------------------------------------------------- drivers
 
@@ -563,15 +615,13 @@ class Memo:
             if value is not MISS:
                 return value
             if mode == "replay":
-                raise CacheMiss(self.namespace, call.key)
+                raise self.replay_miss(call)
 
         def compute() -> Any:
             began = time.perf_counter()
             result = wrapped(*call.args, **call.kwargs)
             cost = time.perf_counter() - began
-            self.missed(call, cost)
-            if mode != "readonly":
-                self.store(call, result, cost=cost)
+            self.missed(call, cost, self.store(call, result, cost=cost) if mode != "readonly" else None)
             return result
 
         def lead() -> Any:
@@ -603,15 +653,14 @@ class Memo:
             if value is not MISS:
                 return value
             if mode == "replay":
-                raise CacheMiss(self.namespace, call.key)
+                raise self.replay_miss(call)
 
         async def compute() -> Any:
             began = time.perf_counter()
             result = await wrapped(*call.args, **call.kwargs)
             cost = time.perf_counter() - began
-            self.missed(call, cost)
-            if mode != "readonly":
-                await self.astore(call, result, cost=cost)
+            stored = await self.astore(call, result, cost=cost) if mode != "readonly" else None
+            self.missed(call, cost, stored)
             return result
 
         async def alead() -> Any:

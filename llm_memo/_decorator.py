@@ -15,7 +15,7 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 import wrapt
 
-from ._config import Mode
+from ._config import UNSET, Mode, check_backend, check_strict
 from ._core import CacheInfo, Memo
 
 __all__ = ["CachedFunction", "llm_cached"]
@@ -227,5 +227,8 @@ def llm_cached(func: Any = None, /, **options: Any) -> Any:
 
 
 def _wrap(func: Any, options: dict[str, Any]) -> Any:
+    # A typo in code fails here, at decoration, not at the first call.
+    check_backend(options.get("backend", UNSET))
+    check_strict(options.get("strict", UNSET))
     memo = Memo(_target(func), **options)
     return _CachedWrapper(func, memo, options)

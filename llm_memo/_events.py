@@ -19,15 +19,21 @@ __all__ = ["CallEvent", "Stats", "add_hook", "capture", "remove_hook", "stats"]
 
 EventKind = Literal["hit", "miss", "store", "error"]
 _KINDS: tuple[EventKind, ...] = ("hit", "miss", "store", "error")
+#: What became of a miss's result: stored, not storable (or ``cache_if`` said no),
+#: or the backend failed to write it. None: no store was attempted (readonly mode).
+StoreOutcome = Literal["stored", "skipped", "failed"]
 
 
 @dataclass(frozen=True, slots=True)
 class CallEvent:
-    """One cached call's outcome (or a backend error), as hooks and ``capture()`` see it.
+    """One cached call's outcome (or a store or backend error), as hooks and ``capture()`` see it.
 
     ``latency`` is how long the call took in this process: microseconds for a
     hit, the model's time for a miss. ``saved_seconds`` is what the original call
     cost (recorded in the entry), ``saved_tokens`` the tokens its ``usage`` reported.
+    A miss is reported once its result was dealt with: ``stored`` says how
+    (``"stored"``, ``"skipped"``, ``"failed"``, or None when nothing was to be
+    stored). ``error`` is set on ``"error"`` events (hooks only).
     """
 
     kind: EventKind
@@ -38,6 +44,7 @@ class CallEvent:
     saved_seconds: float | None = None
     saved_tokens: int | None = None
     error: BaseException | None = None
+    stored: StoreOutcome | None = None
 
 
 _hooks: dict[str, list[Callable[[CallEvent], Any]]] = {kind: [] for kind in _KINDS}
@@ -73,9 +80,15 @@ def listening() -> bool:
     return _n_hooks > 0 or bool(_captures.get())
 
 
-def emit(event: CallEvent) -> None:
-    for sink in _captures.get():
-        sink.append(event)
+def emit(event: CallEvent, *, record: bool = True) -> None:
+    """Tell the hooks of ``event.kind``; and ``capture()`` blocks, if it is a call's ``record``.
+
+    A call is recorded once (a hit, or a miss with its store's outcome on it), so
+    ``"store"`` and ``"error"`` events go to hooks only.
+    """
+    if record:
+        for sink in _captures.get():
+            sink.append(event)
     for hook in _hooks[event.kind]:
         try:
             hook(event)
@@ -85,7 +98,10 @@ def emit(event: CallEvent) -> None:
 
 @contextlib.contextmanager
 def capture() -> Iterator[list[CallEvent]]:
-    """Record every cached call made inside the block (in this thread or task).
+    """Record every cached call made inside the block (in this thread or task): one event per call.
+
+    A hit is a ``"hit"`` event; a miss is one ``"miss"`` event, made after its result
+    was stored (or not), with the outcome in ``stored``.
 
     ::
 
@@ -106,11 +122,19 @@ def tokens_of(value: Any) -> int | None:
 
     For a recorded stream (a list of chunks) the usage is on one of the last chunks
     (OpenAI's final chunk, Anthropic's message_delta); only those are looked at, so
-    a long list result costs nothing here.
+    a long list result costs nothing here. Never raises: a ``usage`` that does
+    (a property of a user's object) counts as no usage.
     """
+    try:
+        return _tokens_of(value)
+    except Exception:
+        return None
+
+
+def _tokens_of(value: Any) -> int | None:
     if isinstance(value, list):
         for item in value[-1:-4:-1]:
-            found = tokens_of(item)
+            found = _tokens_of(item)
             if found is not None:
                 return found
         return None

@@ -20,13 +20,19 @@ caller receives.
 A re-entrant call (the call of a key, while running, calling the same key again
 from the same thread or the same task) runs directly instead of waiting for
 itself, which would deadlock.
+
+A child process made by ``fork()`` starts with empty registries: the calls in
+flight belong to threads that do not exist in the child, so a call there waiting
+for one of them would wait forever.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import threading
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +60,11 @@ class Flights:
     """Per-key coordination of concurrent identical calls in threads."""
 
     def __init__(self) -> None:
+        self._forget_all()
+        _registries.add(self)
+
+    def _forget_all(self) -> None:
+        # A new lock too: at fork time another thread may have held this one.
         self._lock = threading.Lock()
         self._flights: dict[str, _Flight] = {}
 
@@ -134,6 +145,10 @@ class AsyncFlights:
     """Per-key coordination of concurrent identical calls in asyncio tasks."""
 
     def __init__(self) -> None:
+        self._forget_all()
+        _registries.add(self)
+
+    def _forget_all(self) -> None:
         # Keyed by (loop, key): a task can only be awaited from its own loop.
         self._flights: dict[tuple[asyncio.AbstractEventLoop, str], _AsyncFlight] = {}
 
@@ -198,3 +213,15 @@ async def _lead(flight: _AsyncFlight, fn: Callable[[], Awaitable[Any]], copy: Ca
         with contextlib.suppress(Exception):  # else the waiters copy the value itself
             flight.spare = copy(value)
     return value
+
+
+_registries: weakref.WeakSet[Flights | AsyncFlights] = weakref.WeakSet()
+
+
+def _forget_flights_in_child() -> None:
+    for registry in list(_registries):
+        registry._forget_all()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_forget_flights_in_child)

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ._config import check_mode, parse_ttl
+from .backends import check_url
 
 __all__ = ["DEFAULT_BACKEND", "build_env", "run", "sitecustomize_dir"]
 
@@ -39,7 +40,7 @@ def build_env(
     mode: str | None = None,
     wrap: str | None = None,
 ) -> dict[str, str]:
-    """The child's environment; raises ``ValueError`` for a bad ``ttl`` or ``mode``."""
+    """The child's environment; raises ``ValueError`` for a bad ``backend``, ``ttl`` or ``mode``."""
     env = dict(base)
     if ttl is not None:
         parse_ttl(ttl)
@@ -47,7 +48,7 @@ def build_env(
     if mode is not None:
         env["LLM_MEMO_MODE"] = check_mode(mode)
     if backend is not None:
-        env["LLM_MEMO_BACKEND"] = backend
+        env["LLM_MEMO_BACKEND"] = check_url(backend.strip())
     elif not env.get("LLM_MEMO_BACKEND"):
         env["LLM_MEMO_BACKEND"] = DEFAULT_BACKEND
     if wrap is not None:

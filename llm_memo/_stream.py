@@ -6,6 +6,13 @@ the stream ends normally: a consumer that stops early, an exception mid-stream, 
 cancelled task, or a generator closed or garbage-collected before its end stores
 nothing. A hit replays the items in order, as a generator of the same kind.
 
+A generator's ``return`` value is recorded with its items and returned again by
+a replay. ``send()`` values (``asend()`` for async generators) reach the
+generator on a live run; a replay has no generator to send them to, so it
+ignores them and yields what was recorded. ``throw()`` reaches a live sync
+generator too. The entry of a generator that returned something other than None
+is ``{"items": [...], "returned": value}``; otherwise it is the list of items.
+
 :class:`Recorder` is the shared machinery; the SDK stream adapters use it too.
 The cache lookup happens on the first ``next()`` (an async generator cannot
 await before it is iterated), so ``CacheMiss`` in replay mode surfaces there.
@@ -14,14 +21,14 @@ await before it is iterated), so ``CacheMiss`` in replay mode surfaces there.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
 from typing import Any
 
 from ._config import Mode
 from ._core import Call, Memo
+from ._events import StoreOutcome
 from ._log import warn_limited
 from .backends import MISS
-from .errors import CacheMiss, CorruptEntry, UnstorableResult
 from .serialize import decode_value, dump_tree, verified_tree
 
 __all__ = ["AsyncStreamDriver", "Recorder", "SyncStreamDriver", "arecorded", "recorded"]
@@ -30,23 +37,26 @@ __all__ = ["AsyncStreamDriver", "Recorder", "SyncStreamDriver", "arecorded", "re
 class Recorder:
     """Snapshots a stream's items; :meth:`commit` stores them as one entry."""
 
-    __slots__ = ("began", "call", "enabled", "items", "memo", "trees")
+    __slots__ = ("began", "call", "enabled", "items", "memo", "returned", "skipped", "trees")
 
     def __init__(self, memo: Memo, call: Call, *, enabled: bool = True) -> None:
         self.began = time.perf_counter()  # the stream's cost is recorded with its entry
         self.memo = memo
         self.call = call
         self.enabled = enabled
+        self.skipped = False  # an item could not be recorded: nothing will be stored
         self.items: list[Any] = []
         self.trees: list[Any] = []
+        self.returned: Any = None  # the tree of a generator's return value, once it returned
 
     def add(self, item: Any) -> None:
         if not self.enabled:
             return
         try:
             self.trees.append(verified_tree(item, self.memo.types))
-        except UnstorableResult as exc:
+        except Exception as exc:  # unstorable, or a property that raises: never the consumer's problem
             self.enabled = False  # keep streaming to the consumer; just never store this one
+            self.skipped = True
             self.memo.count("skipped")
             warn_limited(
                 f"unstorable:{self.memo.namespace}:{type(item).__qualname__}",
@@ -57,12 +67,33 @@ class Recorder:
             return
         self.items.append(item)
 
+    def finish(self, returned: Any) -> None:
+        """Record what the generator returned (snapshotted now, like the items)."""
+        if returned is None or not self.enabled:
+            return
+        try:
+            self.returned = verified_tree(returned, self.memo.types)
+        except Exception as exc:
+            self.enabled = False
+            self.skipped = True
+            self.memo.count("skipped")
+            warn_limited(
+                f"unstorable:{self.memo.namespace}:{type(returned).__qualname__}",
+                "llm_memo: not caching the stream of %s: its return value: %s",
+                self.memo.namespace,
+                exc,
+            )
+
     def _snapshot(self) -> bytes | None:
         if not self.enabled:
             return None
+        # A plain dict of str keys encodes as itself, so this is the tree of
+        # {"items": items, "returned": value}: see split().
+        tree = self.trees if self.returned is None else {"items": self.trees, "returned": self.returned}
         try:
-            return dump_tree(self.trees)
-        except UnstorableResult:
+            return dump_tree(tree)
+        except Exception:
+            self.skipped = True
             self.memo.count("skipped")
             return None
 
@@ -71,47 +102,102 @@ class Recorder:
         if self.memo.cache_if is None:
             return self.items
         try:
-            return decode_value(snapshot, self.memo.types)
-        except CorruptEntry:  # pragma: no cover - a snapshot we just encoded always decodes
+            return split(decode_value(snapshot, self.memo.types))[0]
+        except Exception:  # pragma: no cover - a snapshot we just encoded always decodes
             return self.items
 
-    def _ended(self) -> float:
-        cost = time.perf_counter() - self.began
-        self.memo.missed(self.call, cost)
-        return cost
+    def _unstored(self) -> StoreOutcome | None:
+        return "skipped" if self.skipped else None
 
     def commit(self) -> None:
-        cost = self._ended()
+        """Store the recording (the stream ended normally), then report the call."""
+        cost = time.perf_counter() - self.began
         snapshot = self._snapshot()
+        stored = self._unstored()
         if snapshot is not None:
-            self.memo.store(self.call, self._judged(snapshot), snapshot, cost)
+            stored = self.memo.store(self.call, self._judged(snapshot), snapshot, cost)
+        self.memo.missed(self.call, cost, stored)
 
     async def acommit(self) -> None:
-        cost = self._ended()
+        cost = time.perf_counter() - self.began
         snapshot = self._snapshot()
+        stored = self._unstored()
         if snapshot is not None:
-            await self.memo.astore(self.call, self._judged(snapshot), snapshot, cost)
+            stored = await self.memo.astore(self.call, self._judged(snapshot), snapshot, cost)
+        self.memo.missed(self.call, cost, stored)
 
 
-def recorded(source: Iterator[Any], recorder: Recorder) -> Iterator[Any]:
-    """Pass ``source``'s items through, snapshotting each; commit only after a normal end."""
-    try:
-        for item in source:
-            recorder.add(item)  # snapshot first: consumers (and SDK helpers) mutate items
-            yield item
-    finally:
-        close = getattr(source, "close", None)
+def split(value: Any) -> tuple[list[Any], Any]:
+    """A stream entry's items and return value (see the module docstring for the two shapes)."""
+    if isinstance(value, dict):
+        return value["items"], value["returned"]
+    return value, None
+
+
+class _Tap:
+    """An iterator over ``source`` that records each item; ``yield from`` passes send/throw/close on."""
+
+    __slots__ = ("recorder", "source")
+
+    def __init__(self, source: Iterator[Any], recorder: Recorder) -> None:
+        self.source = source
+        self.recorder = recorder
+
+    def __iter__(self) -> _Tap:
+        return self
+
+    def __next__(self) -> Any:
+        return self._seen(next(self.source))
+
+    def send(self, value: Any) -> Any:
+        if value is None:
+            return self._seen(next(self.source))
+        return self._seen(self.source.send(value))  # type: ignore[attr-defined]
+
+    def throw(self, exc: BaseException) -> Any:
+        throw = getattr(self.source, "throw", None)
+        if throw is None:
+            raise exc
+        return self._seen(throw(exc))
+
+    def close(self) -> None:
+        close = getattr(self.source, "close", None)
         if close is not None:
-            close()  # stopped early: close the source too (a no-op once exhausted)
-    recorder.commit()  # reached only when the source ended normally
+            close()
+
+    def _seen(self, item: Any) -> Any:
+        self.recorder.add(item)  # snapshot first: consumers (and SDK helpers) mutate items
+        return item
 
 
-async def arecorded(source: AsyncIterator[Any], recorder: Recorder) -> AsyncGenerator[Any, None]:
-    """The async twin of :func:`recorded`."""
+def recorded(source: Iterator[Any], recorder: Recorder) -> Generator[Any, Any, Any]:
+    """Pass ``source``'s items through, snapshotting each; commit only after a normal end.
+
+    What the consumer sends or throws goes to ``source``; what it returns is
+    recorded, and returned.
+    """
+    tap = _Tap(source, recorder)
     try:
-        async for item in source:
+        returned = yield from tap
+    finally:
+        tap.close()  # stopped early: close the source too (a no-op once exhausted)
+    recorder.finish(returned)  # reached only when the source ended normally
+    recorder.commit()
+    return returned
+
+
+async def arecorded(source: AsyncIterator[Any], recorder: Recorder) -> AsyncGenerator[Any, Any]:
+    """The async twin of :func:`recorded` (an async generator returns nothing; ``asend`` passes on)."""
+    asend = getattr(source, "asend", None)
+    try:
+        sent = None
+        while True:
+            try:
+                item = await (asend(sent) if asend is not None else anext(source))
+            except StopAsyncIteration:
+                break
             recorder.add(item)
-            yield item
+            sent = yield item
     finally:
         aclose = getattr(source, "aclose", None)
         if aclose is not None:
@@ -134,17 +220,21 @@ class SyncStreamDriver:
             return wrapped(*args, **kwargs)
         return self._run(wrapped, call, mode)
 
-    def _run(self, wrapped: Callable[..., Any], call: Call, mode: Mode) -> Iterator[Any]:
+    def _run(self, wrapped: Callable[..., Any], call: Call, mode: Mode) -> Generator[Any, Any, Any]:
         memo = self.memo
         if mode != "refresh":
-            items = memo.lookup(call)
-            if items is not MISS:
-                yield from items
-                return
+            entry = memo.lookup(call)
+            if entry is not MISS:
+                items, returned = split(entry)
+                # Not `yield from items`: a list iterator has no send(). What is sent is
+                # ignored: the recording already says what comes next.
+                for item in items:  # noqa: UP028
+                    yield item
+                return returned
             if mode == "replay":
-                raise CacheMiss(memo.namespace, call.key)
+                raise memo.replay_miss(call)
         recorder = Recorder(memo, call, enabled=mode != "readonly")
-        yield from recorded(wrapped(*call.args, **call.kwargs), recorder)
+        return (yield from recorded(wrapped(*call.args, **call.kwargs), recorder))
 
 
 class AsyncStreamDriver:
@@ -162,20 +252,25 @@ class AsyncStreamDriver:
             return wrapped(*args, **kwargs)
         return self._run(wrapped, call, mode)
 
-    async def _run(self, wrapped: Callable[..., Any], call: Call, mode: Mode) -> AsyncIterator[Any]:
+    async def _run(self, wrapped: Callable[..., Any], call: Call, mode: Mode) -> AsyncGenerator[Any, Any]:
         memo = self.memo
         if mode != "refresh":
-            items = await memo.alookup(call)
-            if items is not MISS:
-                for item in items:
+            entry = await memo.alookup(call)
+            if entry is not MISS:
+                for item in split(entry)[0]:
                     yield item
                 return
             if mode == "replay":
-                raise CacheMiss(memo.namespace, call.key)
+                raise memo.replay_miss(call)
         recorder = Recorder(memo, call, enabled=mode != "readonly")
         inner = arecorded(wrapped(*call.args, **call.kwargs), recorder)
         try:
-            async for item in inner:
-                yield item
+            sent = None
+            while True:
+                try:
+                    item = await inner.asend(sent)
+                except StopAsyncIteration:
+                    return
+                sent = yield item
         finally:
             await inner.aclose()  # no `yield from` here: close the inner stream ourselves

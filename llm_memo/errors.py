@@ -87,13 +87,24 @@ class BackendUnavailable(LLMMemoError, ConnectionError):
 
 
 class CacheMiss(LLMMemoError, LookupError):
-    """``mode="replay"`` met a call that has no stored entry."""
+    """``mode="replay"`` met a call that has no stored entry.
 
-    def __init__(self, function: str, key: str) -> None:
+    ``function`` is the cached function (``module.qualname``, or the SDK endpoint),
+    ``key`` the call's key, ``namespace`` where its entries live and ``material``
+    the call's key material (canonical JSON bytes, or None), for tools that explain
+    the miss.
+    """
+
+    def __init__(
+        self, function: str, key: str, *, namespace: str | None = None, material: bytes | None = None
+    ) -> None:
         self.function = function
         self.key = key
+        self.namespace = function if namespace is None else namespace
+        self.material = material
+        where = "" if self.namespace == function else f" in namespace {self.namespace}"
         super().__init__(
-            f"llm_memo replay mode: no cached entry for {function} (key {key[:16]}...); "
+            f"llm_memo replay mode: no cached entry for {function}{where} (key {key}); "
             f"record it first with mode='readwrite' or LLM_MEMO_MODE=readwrite"
         )
 

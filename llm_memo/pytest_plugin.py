@@ -347,24 +347,13 @@ def _end_at_caller(excinfo: pytest.ExceptionInfo[BaseException]) -> None:
 
 
 def _miss_material(error: CacheMiss) -> dict[str, Any] | None:
-    """The key material of the call that missed, from the frame that raised it."""
+    """The key material of the call that missed (the error carries it)."""
     import orjson
 
-    from ._core import Call, Memo
-
-    material = getattr(error, "material", None)
-    if isinstance(material, bytes | str):
-        return dict(orjson.loads(material))
-    found: dict[str, Any] | None = None
-    tb = error.__traceback__
-    while tb is not None:
-        local = tb.tb_frame.f_locals
-        call, owner = local.get("call"), local.get("self")
-        memo = owner if isinstance(owner, Memo) else getattr(owner, "memo", None)
-        if isinstance(call, Call) and isinstance(memo, Memo) and call.key == error.key:
-            found = dict(orjson.loads(memo.material(call)))
-        tb = tb.tb_next
-    return found
+    if error.material is None:
+        return None
+    material = orjson.loads(error.material)
+    return material if isinstance(material, dict) else None
 
 
 def _describe_miss(recorder: _Recorder, error: CacheMiss, cassette: CassetteBackend) -> str:
@@ -376,7 +365,7 @@ def _describe_miss(recorder: _Recorder, error: CacheMiss, cassette: CassetteBack
     if material is not None:
         arguments = _arguments(material)
         lines.append(f"  call: {_compact(arguments, 600)}")
-        closest = _closest(cassette, error.function, arguments)
+        closest = _closest(cassette, error.namespace, arguments)
         if closest is not None:
             differences, key = closest
             lines.append(f"  closest recording ({key[:16]}...) differs in {len(differences)} place(s):")

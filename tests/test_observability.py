@@ -27,17 +27,18 @@ def test_capture_records_hits_and_misses_with_latency_age_and_savings(clock: Any
         clock.advance(30)
         ask("a")
     kinds = [c.kind for c in calls]
-    assert kinds == ["miss", "store", "hit"]
-    miss, stored, hit = calls
-    assert miss.function == stored.function == hit.function
-    assert miss.key == stored.key == hit.key == ask.cache_key("a")
+    assert kinds == ["miss", "hit"]  # one record per call: the miss carries its store's outcome
+    miss, hit = calls
+    assert miss.stored == "stored" and hit.stored is None
+    assert miss.function == hit.function
+    assert miss.key == hit.key == ask.cache_key("a")
     assert miss.latency is not None and miss.latency >= 0.02
     assert hit.latency is not None and hit.latency < miss.latency
     assert hit.age == pytest.approx(30)
     assert hit.saved_seconds is not None and hit.saved_seconds >= 0.02  # the original call's cost
     assert hit.saved_tokens == 7
     ask("a")
-    assert len(calls) == 3  # outside the block nothing is recorded
+    assert len(calls) == 2  # outside the block nothing is recorded
 
 
 def test_stats_sum_time_and_tokens_saved_across_functions_and_processes(tmp_path: Any) -> None:
@@ -119,4 +120,4 @@ async def test_async_calls_are_captured_too() -> None:
     with llm_memo.capture() as calls:
         await ask("x")
         await ask("x")
-    assert [c.kind for c in calls] == ["miss", "store", "hit"]
+    assert [(c.kind, c.stored) for c in calls] == [("miss", "stored"), ("hit", None)]

@@ -424,3 +424,122 @@ def test_unstorable_item_streams_on_and_stores_nothing() -> None:
     assert list(stream()) == [1, marker, 3]
     assert _entries(stream) == 0
     assert stream.cache_info().skipped == 1
+
+
+# ------------------------------------------------------------------ return values and send()
+
+
+def _echo(**options: Any) -> tuple[Any, list[Any]]:
+    """A generator that yields what it is sent (doubled) and returns a summary."""
+    received: list[Any] = []
+
+    @llm_cached(**options)
+    def chat(prompt: str) -> Any:
+        reply = yield f"{prompt}?"
+        while reply is not None:
+            received.append(reply)
+            reply = yield reply * 2
+        return {"turns": len(received), "last": prompt}
+
+    return chat, received
+
+
+def _drive(gen: Any, sends: list[Any]) -> tuple[list[Any], Any]:
+    """Run ``gen`` sending ``sends`` one per item (then None); its items and return value."""
+    items = [next(gen)]
+    try:
+        for value in [*sends, None]:
+            items.append(gen.send(value))
+    except StopIteration as stop:
+        return items, stop.value
+    raise AssertionError("the generator did not end")  # pragma: no cover
+
+
+def test_sync_return_value_is_kept_on_a_miss_and_replayed_on_a_hit() -> None:
+    chat, received = _echo()
+    live = _drive(chat("p"), ["a", "b"])
+    assert live == (["p?", "aa", "bb"], {"turns": 2, "last": "p"})
+    assert received == ["a", "b"]  # send() reached the live generator
+    # A replay yields what was recorded, whatever is sent, and returns the recorded value.
+    assert _drive(chat("p"), ["x", "y"]) == live
+    assert received == ["a", "b"]
+    assert chat.cache_info().hits == 1
+
+
+def test_sync_return_value_through_yield_from_and_a_plain_for_loop() -> None:
+    @llm_cached
+    def numbered(n: int) -> Iterator[int]:
+        yield from range(n)
+        return n * 10
+
+    def consume() -> Any:
+        return (yield from numbered(3))
+
+    for _ in range(2):  # a miss, then a hit
+        gen = consume()
+        assert list(gen) == [0, 1, 2]
+        outer = consume()
+        for _ in outer:
+            pass
+    results = []
+    for _ in range(2):
+        gen = numbered(3)
+        while True:
+            try:
+                next(gen)
+            except StopIteration as stop:
+                results.append(stop.value)
+                break
+    assert results == [30, 30]
+    assert numbered.cache_info().misses == 1
+
+
+def test_sync_throw_reaches_a_live_generator_that_handles_it() -> None:
+    @llm_cached
+    def tolerant(prompt: str) -> Iterator[str]:
+        for i in range(3):
+            try:
+                yield f"{prompt}{i}"
+            except ValueError:
+                yield "recovered"
+
+    gen = tolerant("p")
+    assert next(gen) == "p0"
+    assert gen.throw(ValueError("retry")) == "recovered"
+    assert list(gen) == ["p1", "p2"]
+
+
+def test_sync_generator_returning_none_stores_the_plain_item_list() -> None:
+    stream, _ = make_sync()
+    assert list(stream("p")) == _items("p")
+    memo = memo_of(stream)
+    (stored,) = memo.backend.entries(memo.namespace)
+    from llm_memo.serialize import decode_value, unpack_entry
+
+    assert decode_value(unpack_entry(stored.value, None).value, memo.types) == _items("p")
+
+
+async def test_async_asend_reaches_a_live_generator_and_a_replay_ignores_it() -> None:
+    received: list[Any] = []
+
+    @llm_cached
+    async def chat(prompt: str) -> AsyncIterator[str]:
+        reply = yield f"{prompt}?"
+        while reply is not None:
+            received.append(reply)
+            reply = yield reply * 2
+
+    async def drive(sends: list[Any]) -> list[Any]:
+        gen = chat("p")
+        items = [await gen.asend(None)]
+        try:
+            for value in [*sends, None]:
+                items.append(await gen.asend(value))
+        except StopAsyncIteration:
+            return items
+        raise AssertionError("the generator did not end")  # pragma: no cover
+
+    assert await drive(["a", "b"]) == ["p?", "aa", "bb"]
+    assert received == ["a", "b"]
+    assert await drive(["x", "y"]) == ["p?", "aa", "bb"]  # replayed: what is sent is ignored
+    assert received == ["a", "b"] and chat.cache_info().hits == 1

@@ -21,6 +21,7 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .base import MISS, Backend, Miss, StoredEntry
 
@@ -29,6 +30,7 @@ __all__ = [
     "Backend",
     "Miss",
     "StoredEntry",
+    "check_url",
     "default_directory",
     "from_url",
     "register_scheme",
@@ -63,6 +65,46 @@ def default_directory() -> Path:
 def register_scheme(scheme: str, factory: Callable[[str, str], Backend]) -> None:
     """Make ``"<scheme>:..."`` URLs build backends with ``factory(url, rest)``."""
     _schemes[scheme] = factory
+
+
+_REDIS_SCHEMES = frozenset({"redis", "rediss", "unix", "redis+cluster", "rediss+cluster"})
+
+
+def check_url(url: str) -> str:
+    """``url`` if it names a backend (see the module docstring), else a one-line ``ValueError``.
+
+    Nothing is opened or imported: this checks the form, so a typo fails where the
+    URL is given (a decorator, ``configure()``, ``llm-memo --backend``), not at the
+    first call.
+    """
+    if not isinstance(url, str):
+        raise TypeError(f"backend={url!r}: expected a URL string like 'disk' or 'redis://...'")
+    scheme, sep, rest = url.partition(":")
+    factory = _schemes.get(scheme)
+    if factory is None:
+        raise ValueError(
+            f"backend={url!r}: unknown backend; use memory, disk, disk:<dir>, sqlite, sqlite:<file>, "
+            f"cassette:<file>, redis://host:port/db or redis+cluster://host:port"
+            + (f" (or {', '.join(sorted(_custom_schemes()))})" if _custom_schemes() else "")
+        )
+    if not isinstance(factory, str):
+        return url  # a registered scheme: its factory judges the rest
+    if scheme == "memory" and sep:
+        raise ValueError(f"backend={url!r}: the memory backend takes no path; use 'memory'")
+    if scheme == "cassette" and not rest:
+        raise ValueError(f"backend={url!r}: name the cassette file, e.g. 'cassette:tests/cassettes/x.json'")
+    if scheme in _REDIS_SCHEMES:
+        if not rest.startswith("//"):
+            raise ValueError(f"backend={url!r}: a Redis URL looks like {scheme}://host:port/db")
+        try:
+            urlsplit(url).port  # noqa: B018 - parsing it is the check
+        except ValueError:
+            raise ValueError(f"backend={url!r}: the port is not a number from 0 to 65535") from None
+    return url
+
+
+def _custom_schemes() -> list[str]:
+    return [name for name, factory in _schemes.items() if not isinstance(factory, str)]
 
 
 def from_url(url: str) -> Backend:

@@ -31,9 +31,12 @@ again instead). Bytes that are not an llm_memo entry are kept as
 ``"bytes": "<base64>"``.
 
 What a cassette leaves out, so that it only changes when an answer does: the
-creation time and the call's duration (a hit from a cassette reports no time
-saved). An expiry is kept (``"expires"``, unix seconds) when the entry has one;
-the pytest plugin records without expiry.
+creation time, the call's duration (a hit from a cassette reports no time
+saved) and the request id the server sent with the answer (its
+``x-request-id``/``request-id`` header, new on every call), which a hit from a
+cassette therefore does not have (``_request_id`` is None). An expiry is kept
+(``"expires"``, unix seconds) when the entry has one; the pytest plugin records
+without expiry.
 
 Writes go straight to the file (read, merge, write a temporary file, rename),
 under an advisory lock on the directory, so concurrent writers (``pytest -n``)
@@ -103,7 +106,7 @@ def _record_from_bytes(namespace: str, key: str, value: bytes, deadline: float |
     """What ``set`` stores: an llm_memo entry as readable fields, anything else as base64."""
     try:
         entry = read_entry(value)
-        tree = orjson.loads(entry.value)
+        tree = _without_request_id(orjson.loads(entry.value))
         call = orjson.loads(entry.material) if entry.material is not None else None
     except (CorruptEntry, orjson.JSONDecodeError):
         return _bytes_record(namespace, key, value, deadline)
@@ -124,6 +127,20 @@ def _record_from_bytes(namespace: str, key: str, value: bytes, deadline: float |
         doc["expires"] = expires
     doc["value"] = tree
     return _record_from_doc(doc)
+
+
+def _without_request_id(tree: Any) -> Any:
+    """The value tree without the SDK's request id: an SDK response's ``_request_id``,
+    or the ``request_id`` of a recorded SDK stream's metadata (its first item)."""
+    if type(tree) is dict and len(tree) == 1 and "$model" in tree:
+        body = tree["$model"]
+        private = body[2] if isinstance(body, list) and len(body) == 3 else None
+        if isinstance(private, dict) and "_request_id" in private:
+            kept = {k: v for k, v in private.items() if k != "_request_id"}
+            return {"$model": [body[0], body[1], kept]}
+    elif type(tree) is list and tree and type(tree[0]) is dict and set(tree[0]) == {"request_id"}:
+        return [{"request_id": None}, *tree[1:]]
+    return tree
 
 
 def _record_from_doc(doc: Any) -> _Record:

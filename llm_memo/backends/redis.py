@@ -21,6 +21,11 @@ server stays down) every call raises
 server. ``OOM`` and ``READONLY`` refusals of a write are raised too but leave
 reads alone. The backend logs one warning when Redis goes away and one info
 line when it is back.
+
+Back-pressure: redis-py refuses a command once its pool's connections (100) are
+all busy. That says nothing about the server, so it never opens the breaker, and
+the asyncio side never gets there: at most :data:`MAX_CONCURRENT` commands per
+event loop are in flight, and the others wait their turn.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import (
     ClusterDownError,
     ClusterError,
+    MaxConnectionsError,
     OutOfMemoryError,
     ReadOnlyError,
     RedisClusterException,
@@ -75,6 +81,10 @@ _DOWN: tuple[type[BaseException], ...] = (
 )
 #: Write refusals: the server is up, so reads go on.
 _REFUSED = (OutOfMemoryError, ReadOnlyError)
+
+#: Commands one event loop's client runs at once; redis-py's pools hold 100 connections
+#: (per node, on a Cluster), so more would be refused rather than queued.
+MAX_CONCURRENT = 100
 
 _SCAN_COUNT = 1000
 _BATCH = 500
@@ -202,12 +212,13 @@ class _Breaker:
 class _LoopState:
     """The asyncio client of one event loop, and the generator that closes it."""
 
-    __slots__ = ("client", "closer", "done")
+    __slots__ = ("client", "closer", "done", "slots")
 
     def __init__(self, client: Any) -> None:
         self.client = client
         self.closer: AsyncGenerator[None, None] | None = None
         self.done = False
+        self.slots = asyncio.Semaphore(MAX_CONCURRENT)  # waiting here is back-pressure
 
 
 class RedisBackend(Backend):
@@ -317,7 +328,7 @@ class RedisBackend(Backend):
             **kwargs,
         )
 
-    async def _aclient(self) -> Any:
+    async def _astate(self) -> _LoopState:
         # An asyncio client belongs to the loop it first ran on, and users call
         # asyncio.run() many times: one client per loop.
         loop = asyncio.get_running_loop()
@@ -330,7 +341,7 @@ class RedisBackend(Backend):
             await closer.__anext__()
             state.closer = closer
             self._loops[loop] = state
-        return state.client
+        return state
 
     async def _closer(self, loop: asyncio.AbstractEventLoop, state: _LoopState) -> AsyncGenerator[None, None]:
         try:
@@ -353,6 +364,9 @@ class RedisBackend(Backend):
             breaker.before()
         try:
             result = fn()
+        except MaxConnectionsError:
+            breaker.abandon()  # every pooled connection busy: the server is fine
+            raise
         except _DOWN as exc:
             breaker.failure(exc)
             raise
@@ -368,19 +382,25 @@ class RedisBackend(Backend):
 
     async def _aguard(self, fn: Callable[[Any], Any]) -> Any:
         breaker = self._breaker
-        if breaker.open_until is not None:
-            breaker.before()
-        try:
-            result = await fn(await self._aclient())
-        except _DOWN as exc:
-            breaker.failure(exc)
-            raise
-        except RedisError:
-            breaker.success()
-            raise
-        except BaseException:
-            breaker.abandon()
-            raise
+        state = await self._astate()
+        async with state.slots:
+            # Checked once a slot is ours: the breaker may have opened while we waited.
+            if breaker.open_until is not None:
+                breaker.before()
+            try:
+                result = await fn(state.client)
+            except MaxConnectionsError:
+                breaker.abandon()
+                raise
+            except _DOWN as exc:
+                breaker.failure(exc)
+                raise
+            except RedisError:
+                breaker.success()
+                raise
+            except BaseException:
+                breaker.abandon()
+                raise
         if breaker.open_until is not None:
             breaker.success()
         return result

@@ -40,7 +40,7 @@ from urllib.parse import urlsplit, urlunsplit
 import wrapt
 
 from .._binding import materialize
-from .._config import UNSET, Mode
+from .._config import UNSET, Mode, check_backend, check_strict
 from .._core import CacheInfo, Call, Memo
 from .._log import warn_limited
 from .._secrets import fingerprint as _hmac
@@ -48,7 +48,7 @@ from .._secrets import is_secret_query_name as is_secret_name
 from .._secrets import pepper as _pepper
 from .._stream import Recorder, arecorded, recorded
 from ..backends import MISS
-from ..errors import CacheMiss, MissingExtra, UncacheableArgument
+from ..errors import MissingExtra, UncacheableArgument
 
 __all__ = [
     "Endpoint",
@@ -148,6 +148,10 @@ class Options:
     ignore: frozenset[str] | None = None
     cache_if: Callable[[Any], bool] | None = None
     isolate_credentials: bool | str | bytes = False
+
+    def __post_init__(self) -> None:
+        check_backend(self.backend)  # a typo fails at patch time, not at the first SDK call
+        check_strict(self.strict)
 
 
 # ----------------------------------------------------------------------- key helpers
@@ -316,6 +320,7 @@ class Endpoint:
             # Credentials in the kwargs (extra_body={"api_key": ...}) as the client's.
             isolate_credentials=options.isolate_credentials,
         )
+        self.memo.label = self.target.endpoint
 
     # ------------------------------------------------------------- key material
 
@@ -508,7 +513,7 @@ class Endpoint:
             if items is not MISS:
                 return self._replay(instance._client, items, stream_cls, item, _replayed)
             if mode == "replay":
-                raise CacheMiss(self.memo.namespace, call.key)
+                raise self.memo.replay_miss(call)
         stream = live()
         return self._record(stream, Recorder(self.memo, call, enabled=mode != "readonly"), recorded)
 
@@ -523,7 +528,7 @@ class Endpoint:
             if items is not MISS:
                 return self._replay(instance._client, items, stream_cls, item, _areplayed)
             if mode == "replay":
-                raise CacheMiss(self.memo.namespace, call.key)
+                raise self.memo.replay_miss(call)
         stream = await live()
         return self._record(stream, Recorder(self.memo, call, enabled=mode != "readonly"), arecorded)
 

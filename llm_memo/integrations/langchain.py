@@ -65,7 +65,7 @@ from .._config import UNSET, Mode
 from .._core import CacheInfo, Call, Memo
 from .._log import warn_limited
 from ..backends import MISS, Backend
-from ..errors import CacheMiss, UnstorableResult
+from ..errors import UnstorableResult
 
 __all__ = ["LLMMemoCache"]
 
@@ -189,6 +189,7 @@ class LLMMemoCache(BaseCache):
             mode=mode,
             strict=strict,
         )
+        self._memo.label = self._memo.namespace
         self._cache_if = cache_if
         self._pending: dict[str, float] = {}
 
@@ -220,7 +221,7 @@ class LLMMemoCache(BaseCache):
     def _hit(self, call: Call, value: Any, started: float) -> RETURN_VAL_TYPE | None:
         if value is MISS:
             if self._memo.current_mode() == "replay":
-                raise CacheMiss(self._memo.namespace, call.key)
+                raise self._memo.replay_miss(call)
             if len(self._pending) >= _MAX_PENDING:
                 self._pending.clear()
             self._pending[call.key] = started
@@ -257,10 +258,8 @@ class LLMMemoCache(BaseCache):
             return None
         call = self._call(prompt, llm_string)
         started = self._pending.pop(call.key, None)
-        cost = 0.0
-        if started is not None:
-            cost = time.perf_counter() - started  # the model call LangChain made after the miss
-            self._memo.missed(call, cost)
+        # the model call LangChain made after the miss (None: not a miss we saw)
+        cost = None if started is None else time.perf_counter() - started
         return call, payload, cost
 
     # ------------------------------------------------------------------ BaseCache
@@ -277,7 +276,9 @@ class LLMMemoCache(BaseCache):
         prepared = self._prepare_store(prompt, llm_string, return_val)
         if prepared is not None:
             call, payload, cost = prepared
-            self._memo.store(call, payload, cost=cost)
+            stored = self._memo.store(call, payload, cost=cost or 0.0)
+            if cost is not None:
+                self._memo.missed(call, cost, stored)
 
     def clear(self, **kwargs: Any) -> None:
         """Forget this cache's entries (its namespace only)."""
@@ -294,7 +295,9 @@ class LLMMemoCache(BaseCache):
         prepared = self._prepare_store(prompt, llm_string, return_val)
         if prepared is not None:
             call, payload, cost = prepared
-            await self._memo.astore(call, payload, cost=cost)
+            stored = await self._memo.astore(call, payload, cost=cost or 0.0)
+            if cost is not None:
+                self._memo.missed(call, cost, stored)
 
     async def aclear(self, **kwargs: Any) -> None:
         try:
