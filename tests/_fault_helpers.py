@@ -40,6 +40,7 @@ import sys
 import textwrap
 import threading
 import traceback
+import types
 import urllib.parse
 import zlib
 from collections import Counter
@@ -480,13 +481,16 @@ def shared_store_worker(spec: str, namespace: str, worker: int, keys: int, threa
     """
     import llm_memo
 
-    computed: list[int] = []
+    # The tally is a plain object, not a list: a list the function closes over would be
+    # part of its identity, and the parent's own `answer` (version=1, no closure) must
+    # share these entries.
+    tally = types.SimpleNamespace(computed=[])
     lock = threading.Lock()
 
-    @llm_memo.llm_cached(backend=spec, namespace=namespace)
+    @llm_memo.llm_cached(backend=spec, namespace=namespace, version=1)
     def answer(i: int) -> dict[str, Any]:
         with lock:
-            computed.append(i)
+            tally.computed.append(i)
         return deterministic_answer(i, 200 + (i * 37) % 3000)
 
     wrong: list[str] = []
@@ -516,7 +520,7 @@ def shared_store_worker(spec: str, namespace: str, worker: int, keys: int, threa
         "wrong": wrong,
         "errors": errors,
         "info": tuple(info),
-        "computed": len(computed),
+        "computed": len(tally.computed),
     }
 
 
@@ -538,7 +542,7 @@ CRASH_WRITER = textwrap.dedent(
 
     spec, keys, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 
-    @llm_memo.llm_cached(backend=spec, namespace="crash", mode="refresh")
+    @llm_memo.llm_cached(backend=spec, namespace="crash", mode="refresh", version=1)
     def answer(i: int) -> dict:
         return deterministic_answer(i, crash_value_size(i))
 

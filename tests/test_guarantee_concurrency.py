@@ -109,7 +109,7 @@ def _processes_and_threads(kind: str, root: Path, processes: int, threads: int, 
     backend = from_url(spec)
     stored = {e.key for e in backend.entries("mp")}
 
-    @llm_cached(backend=spec, namespace="mp")
+    @llm_cached(backend=spec, namespace="mp", version=1)
     def answer(i: int) -> dict[str, Any]:
         return deterministic_answer(i, _size(i))
 
@@ -138,7 +138,7 @@ def test_children_started_after_the_parent_used_the_store(kind: str, method: str
     spec = _spec(kind, tmp_path)
     keys = 30
 
-    @llm_cached(backend=spec, namespace="inherited")
+    @llm_cached(backend=spec, namespace="inherited", version=1)
     def answer(i: int) -> dict[str, Any]:
         return deterministic_answer(i, _size(i))
 

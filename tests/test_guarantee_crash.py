@@ -89,7 +89,7 @@ def _verify_store(kind: str, store: Path) -> dict[str, int]:
             except CorruptEntry:
                 torn += 1
 
-        @llm_cached(backend=backend, namespace="crash", mode="replay")
+        @llm_cached(backend=backend, namespace="crash", mode="replay", version=1)
         def answer(i: int) -> dict[str, Any]:
             raise AssertionError("replay mode never calls")
 

@@ -212,10 +212,7 @@ def test_tuple_spec_makes_a_hot_redis_key_a_memory_hit(redis_url: str) -> None:
     assert gets == 0  # every repeat was answered by the memory tier
 
     # Another process (simulated by a fresh memory tier) finds it in Redis and fills memory.
-    @llm_memo.llm_cached(backend=(MemoryBackend(), redis_url), namespace=ask.cache_parameters()["namespace"])
-    def ask_elsewhere(prompt: str) -> dict[str, str]:
-        calls.append("elsewhere")
-        return {}
+    ask_elsewhere = ask.with_options(backend=(MemoryBackend(), redis_url))
 
     assert ask_elsewhere("hi") == {"answer": "HI"}
     assert calls == ["hi"]
