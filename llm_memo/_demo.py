@@ -1,6 +1,6 @@
 """``llm-memo demo``: the real ``openai`` SDK, cached on disk, end to end, offline.
 
-An embedded OpenAI-compatible server (:class:`~llm_memo._server.FakeLLMServer`)
+An embedded OpenAI-compatible server (:class:`~llm_memo.testing.FakeLLMServer`)
 stands in for the API on loopback, with a realistic latency; ``--live`` talks to
 the real API instead (``OPENAI_API_KEY``, model ``gpt-4o-mini``). The steps:
 
@@ -352,7 +352,7 @@ def run_demo(
         if live:
             where = f"the OpenAI API ({MODEL})"
         else:
-            from ._server import FakeLLMServer
+            from .testing import FakeLLMServer
 
             server = stack.enter_context(FakeLLMServer(latency=latency))
             base_url = server.openai_base_url
