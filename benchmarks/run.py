@@ -811,7 +811,7 @@ def measure_sdk(report: Report, plan: Plan, request: dict[str, Any]) -> None:
         report.add(section="sdk", label="all", status="n/a", reason=f"{exc.name} is not installed")
         return
     import llm_memo
-    from llm_memo._server import FakeLLMServer
+    from llm_memo.testing import FakeLLMServer
 
     rows: dict[str, Callable[[], Any]] = {}
     around: dict[str, Callable[[], Any]] = {}  # context managers entered around each batch

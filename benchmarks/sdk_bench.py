@@ -27,7 +27,7 @@ import openai
 from openai.types.chat import ChatCompletion
 
 from llm_memo import llm_cached
-from llm_memo._server import FakeLLMServer
+from llm_memo.testing import FakeLLMServer
 from llm_memo.integrations.openai import patch_openai, unpatch_openai
 
 HERE = Path(__file__).resolve().parent

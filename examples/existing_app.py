@@ -23,7 +23,7 @@ import time
 
 import openai
 
-from llm_memo._server import FakeLLMServer
+from llm_memo.testing import FakeLLMServer
 
 QUESTIONS = ["Tell me a joke about caches", "Summarise HTTP in one line", "Tell me a joke about caches"]
 

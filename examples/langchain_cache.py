@@ -17,7 +17,7 @@ from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 
 import llm_memo
-from llm_memo._server import FakeLLMServer
+from llm_memo.testing import FakeLLMServer
 from llm_memo.integrations.langchain import LLMMemoCache
 
 

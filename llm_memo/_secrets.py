@@ -10,6 +10,11 @@ Two strictnesses, because a wrong guess costs differently:
 * :func:`is_secret_query_name`, for URL query parameters and HTTP headers, where
   short names (``key``, ``sig``, ``code``) usually are credentials and a request has
   few of them.
+
+Two more questions for what is shown rather than keyed: :func:`is_url_credential_name`
+(a query parameter to hide when a store URL is printed, the user name included) and
+:func:`redact_text` (credentials that appear in free text, such as an ``sk-...`` key
+pasted into a prompt).
 """
 
 from __future__ import annotations
@@ -19,7 +24,14 @@ import hashlib
 import hmac
 import re
 
-__all__ = ["fingerprint", "is_secret_name", "is_secret_query_name", "pepper"]
+__all__ = [
+    "fingerprint",
+    "is_secret_name",
+    "is_secret_query_name",
+    "is_url_credential_name",
+    "pepper",
+    "redact_text",
+]
 
 # Words that make a name a credential wherever they stand in it.
 _ALWAYS = frozenset(
@@ -39,6 +51,14 @@ _TEXT_TOKENS = frozenset(
 # Azure SAS's sig=, Azure Functions' ?code=, X-Amz-Signature).
 _QUERY_WORDS = frozenset({"key", "token", "sig", "signature", "auth"})
 _QUERY_NAMES = frozenset({"code"})
+# Who a URL logs in as is hidden with the password (``redis://user:pw@``, ``?username=``).
+_URL_IDENTITY = frozenset({"user", "username"})
+# Credential values recognisable without a name: OpenAI (sk-..., sk-proj-...),
+# Anthropic (sk-ant-...) and look-alike API keys, and HTTP bearer tokens.
+_SECRET_TEXT = (
+    re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}"),
+    re.compile(r"\bBearer\s+[A-Za-z0-9._~+/=\-]{6,}", re.IGNORECASE),
+)
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _SEPARATORS = re.compile(r"[-_.\s]+")
@@ -69,6 +89,18 @@ def is_secret_query_name(name: str) -> bool:
     if name.lower() in _QUERY_NAMES or is_secret_name(name):
         return True
     return any(w in _QUERY_WORDS for w in _words(name))
+
+
+def is_url_credential_name(name: str) -> bool:
+    """Whether a URL query parameter named ``name`` is hidden when the URL is shown."""
+    return name.lower() in _URL_IDENTITY or is_secret_query_name(name)
+
+
+def redact_text(text: str, replacement: str) -> str:
+    """``text`` with every credential-looking value in it replaced by ``replacement``."""
+    for pattern in _SECRET_TEXT:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 def pepper(isolate: bool | str | bytes | None) -> bytes | None:

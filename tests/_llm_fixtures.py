@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from llm_memo._server import FakeLLMServer
+from llm_memo.testing import FakeLLMServer
 
 
 @pytest.fixture(scope="session")

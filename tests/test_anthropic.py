@@ -15,8 +15,8 @@ from anthropic.resources.messages.messages import AsyncMessages, Messages
 from pydantic import BaseModel
 
 from llm_memo import MemoryBackend
-from llm_memo._server import FakeLLMServer
 from llm_memo.integrations.anthropic import patch_anthropic, unpatch_anthropic
+from llm_memo.testing import FakeLLMServer
 
 # anthropic warns (DeprecationWarning) about retired model names: use a neutral one.
 ASK: dict[str, Any] = {

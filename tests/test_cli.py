@@ -20,8 +20,9 @@ from _cli import parse_json, run_cli
 
 import llm_memo
 from llm_memo import CachedFunction, llm_cached
-from llm_memo._cli_store import STORE_COMMANDS, redact
 from llm_memo.backends import from_url
+from llm_memo.cli import commands
+from llm_memo.cli._output import redact
 from llm_memo.explain import call_material, diff_material, explain
 from llm_memo.keys import digest, fingerprint, material_bytes
 from llm_memo.serialize import pack_entry
@@ -487,7 +488,7 @@ def test_default_backend_comes_from_the_environment(tmp_path: Path) -> None:
 def test_every_command_has_json_and_help() -> None:
     done = run_cli("--help")
     assert done.returncode == 0
-    for name, command in STORE_COMMANDS.items():
+    for name, command in commands().items():
         assert name in done.stdout
         assert command.help
     helps = {name: run_cli(name, "--help").stdout for name in ("stats", "explain", "demo")}

@@ -20,9 +20,9 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 
 import llm_memo
 from llm_memo import MemoryBackend, UncacheableArgument, llm_cached
-from llm_memo._server import FakeLLMServer
 from llm_memo.integrations.openai import patch_openai, unpatch_openai
 from llm_memo.keys import canonical
+from llm_memo.testing import FakeLLMServer
 
 
 def stored_bytes(store: MemoryBackend) -> bytes:

@@ -25,12 +25,12 @@ from langchain_tests.integration_tests import AsyncCacheTestSuite, SyncCacheTest
 
 import llm_memo  # noqa: E402
 from llm_memo import CacheMiss  # noqa: E402
-from llm_memo._server import FakeLLMServer  # noqa: E402
 from llm_memo.backends import Backend  # noqa: E402
 from llm_memo.backends.disk import DiskBackend  # noqa: E402
 from llm_memo.backends.memory import MemoryBackend  # noqa: E402
 from llm_memo.backends.sqlite import SQLiteBackend  # noqa: E402
 from llm_memo.integrations.langchain import LLMMemoCache  # noqa: E402
+from llm_memo.testing import FakeLLMServer  # noqa: E402
 
 ChatOpenAI = langchain_openai.ChatOpenAI
 

@@ -27,10 +27,10 @@ from pydantic import BaseModel
 
 import llm_memo
 from llm_memo import CacheMiss, MemoryBackend
-from llm_memo._server import FakeLLMServer
 from llm_memo.integrations import openai as memo_openai
 from llm_memo.integrations._sdk import SDKPatch
 from llm_memo.integrations.openai import patch_openai, unpatch_openai
+from llm_memo.testing import FakeLLMServer
 
 MSG: list[Any] = [{"role": "user", "content": "Tell me about caches"}]
 CHAT: dict[str, Any] = {"model": "gpt-test", "messages": MSG}

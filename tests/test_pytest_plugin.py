@@ -17,13 +17,13 @@ import wrapt
 
 from llm_memo import llm_cached, pytest_plugin
 from llm_memo._config import MODES
-from llm_memo._server import FakeLLMServer
 from llm_memo.backends import MISS, from_url
 from llm_memo.backends.cassette import CassetteBackend
 from llm_memo.integrations import anthropic as anthropic_integration
 from llm_memo.integrations import openai as openai_integration
 from llm_memo.keys import fingerprint
 from llm_memo.serialize import pack_entry, read_entry
+from llm_memo.testing import FakeLLMServer
 
 pytest_plugins = ["pytester"]
 

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from llm_memo import _run
-from llm_memo._server import FakeLLMServer
 from llm_memo._wrap_path import unwrap, wrap, wrap_from_env
 from llm_memo.cli import main
+from llm_memo.testing import FakeLLMServer
 
 TARGET = """
 calls = []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,7 +10,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -19,17 +17,7 @@ import openai
 import pydantic
 import pytest
 
-_SERVER_FILE = Path(__file__).resolve().parents[1] / "llm_memo" / "_server.py"
-
-try:
-    from llm_memo._server import FakeLLMServer
-except ImportError:  # the package __init__ may be mid-edit; load the stdlib-only module by path
-    _spec = importlib.util.spec_from_file_location("_llm_memo_server", _SERVER_FILE)
-    assert _spec is not None and _spec.loader is not None
-    _module = importlib.util.module_from_spec(_spec)
-    sys.modules[_spec.name] = _module  # dataclasses look their module up here
-    _spec.loader.exec_module(_module)
-    FakeLLMServer = _module.FakeLLMServer  # type: ignore[misc]
+from llm_memo.testing import FakeLLMServer
 
 MODEL = "gpt-4o-mini"
 # Not a real model name: the SDK warns (an error under `filterwarnings = error`) on deprecated ones.
@@ -427,7 +415,7 @@ def test_stop_closes_kept_alive_connections() -> None:
 
 def test_main_runs_in_foreground() -> None:
     proc = subprocess.Popen(
-        [sys.executable, str(_SERVER_FILE), "--port", "0", "--quiet"],
+        [sys.executable, "-m", "llm_memo.testing", "--port", "0", "--quiet"],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -5,7 +5,7 @@ Offline (CI):  pytest examples/pytest_offline
     cassettes/test_assistant.json, no API key or network needed; a call that was never
     recorded fails its test, naming the call.
 
-Record:        python -m llm_memo._server --port 8000 &    # or your real API, see below
+Record:        python -m llm_memo.testing --port 8000 &    # or your real API, see below
                OPENAI_API_KEY=sk-local pytest examples/pytest_offline --llm-memo=readwrite
     then review the cassette diff (git diff examples/pytest_offline/cassettes) and commit it.
 

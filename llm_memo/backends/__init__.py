@@ -32,6 +32,7 @@ __all__ = [
     "StoredEntry",
     "check_url",
     "default_directory",
+    "default_path",
     "from_url",
     "register_scheme",
 ]
@@ -60,6 +61,14 @@ def default_directory() -> Path:
         return Path(configured).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "llm-memo"
+
+
+_DEFAULT_NAMES = {"disk": "disk", "sqlite": "cache.sqlite3"}
+
+
+def default_path(scheme: str) -> Path:
+    """Where a ``disk`` or ``sqlite`` URL that names no path keeps its store."""
+    return default_directory() / _DEFAULT_NAMES[scheme]
 
 
 def register_scheme(scheme: str, factory: Callable[[str, str], Backend]) -> None:
@@ -144,8 +153,7 @@ def _normalise(scheme: str, rest: str, url: str) -> str:
     if scheme in ("disk", "sqlite"):
         # The default location is read now, so a changed LLM_MEMO_DIR gets its own
         # store; "disk" and "disk:<its default dir>" name the same instance.
-        default = default_directory() / ("disk" if scheme == "disk" else "cache.sqlite3")
-        return f"{scheme}:{Path(rest).expanduser().resolve() if rest else default.resolve()}"
+        return f"{scheme}:{Path(rest).expanduser().resolve() if rest else default_path(scheme).resolve()}"
     return url
 
 

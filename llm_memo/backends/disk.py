@@ -142,6 +142,6 @@ class DiskBackend(Backend):
 
 
 def _from_url(url: str, rest: str) -> DiskBackend:
-    from . import default_directory
+    from . import default_path
 
-    return DiskBackend(Path(rest) if rest else default_directory() / "disk")
+    return DiskBackend(Path(rest) if rest else default_path("disk"))

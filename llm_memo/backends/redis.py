@@ -63,6 +63,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from .._log import log
+from .._secrets import is_url_credential_name
 from ..errors import BackendUnavailable
 from .base import MISS, Backend, Miss, StoredEntry
 
@@ -117,7 +118,7 @@ def redact_url(url: str) -> str:
     query = parts.query
     if query:
         pairs = [
-            (k, "***" if k.lower() in ("password", "username", "user") else v)
+            (k, "***" if is_url_credential_name(k) else v)
             for k, v in parse_qsl(query, keep_blank_values=True)
         ]
         query = urlencode(pairs, safe="*")

@@ -357,6 +357,6 @@ class SQLiteBackend(Backend):
 
 
 def _from_url(url: str, rest: str) -> SQLiteBackend:
-    from . import default_directory
+    from . import default_path
 
-    return SQLiteBackend(Path(rest) if rest else default_directory() / "cache.sqlite3")
+    return SQLiteBackend(Path(rest) if rest else default_path("sqlite"))

@@ -1,12 +1,10 @@
-"""The ``llm-memo`` command.
-
-Subcommands are registered in :data:`COMMANDS`: each is a function adding its
-arguments to a parser and a function running it (returning the exit code), so a
-new subcommand is one entry plus two functions.
+"""``llm-memo run``: run a program with its OpenAI/Anthropic SDK calls cached.
 
 ::
 
     llm-memo run [--backend URL] [--ttl 7d] [--mode replay] [--wrap pkg.mod:fn,...] -- python app.py ...
+
+The child process and its environment are :mod:`llm_memo._run`'s.
 """
 
 from __future__ import annotations
@@ -14,21 +12,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import NamedTuple
 
-from ._config import MODES
+from .._config import MODES
+from ._command import Command
 
-__all__ = ["COMMANDS", "Command", "main"]
-
-
-class Command(NamedTuple):
-    help: str
-    configure: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], int]
-
-
-# ----------------------------------------------------------------------- run
+__all__ = ["COMMANDS"]
 
 
 def _configure_run(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +34,7 @@ def _configure_run(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from . import _run
+    from .. import _run
 
     command = list(args.command)
     if command[:1] == ["--"]:
@@ -69,36 +57,8 @@ def _run(args: argparse.Namespace) -> int:
     return _run.run(command, env)
 
 
+# Not guarded: the exit status is the child's, and llm_memo._run reports a failure to start it
+# (126/127, as a shell does), so a guard's 1 would hide what happened.
 COMMANDS: dict[str, Command] = {
     "run": Command("run a program with its OpenAI/Anthropic SDK calls cached", _configure_run, _run),
 }
-
-
-# ----------------------------------------------------------------------- entry point
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from ._cli_store import STORE_COMMANDS  # here, not at import: _cli_store imports Command from us
-
-    for name, command in STORE_COMMANDS.items():
-        COMMANDS.setdefault(name, command)
-    from . import __version__
-
-    parser = argparse.ArgumentParser(prog="llm-memo", description="Memoize LLM calls.")
-    parser.add_argument("--version", action="version", version=f"llm-memo {__version__}")
-    subparsers = parser.add_subparsers(dest="subcommand", metavar="COMMAND", required=True)
-    for name, command in COMMANDS.items():
-        sub = subparsers.add_parser(name, help=command.help, description=command.help)
-        command.configure(sub)
-        sub.set_defaults(handler=command.run)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    handler: Callable[[argparse.Namespace], int] = args.handler
-    return handler(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
