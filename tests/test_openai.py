@@ -413,7 +413,6 @@ def test_key_normalisation(llm_server: FakeLLMServer, client: openai.OpenAI, pat
         {"extra_headers": {"X-Trace": "abc", "X-Stainless-Helper-Method": "x"}},
         {"user": "alice"},
         {"metadata": {"run": "1"}},
-        {"store": True},
         {"service_tier": "flex"},
         {"safety_identifier": "s"},
         {"prompt_cache_key": "k"},

@@ -34,6 +34,10 @@ __all__ = ["DEFAULT_IGNORE", "cache_info", "patch_openai", "unpatch_openai"]
 #: Request kwargs left out of the key by default: transport settings and
 #: bookkeeping that do not change the answer. A hit echoes the first caller's
 #: values where the response repeats them (``metadata``, ``user``, ``service_tier``...).
+#: ``store`` is not one of them: it decides whether the answer's id can be used
+#: later (``previous_response_id``, ``responses.retrieve()``, and for chat
+#: completions ``chat.completions.retrieve()`` / ``messages.list()``), so a
+#: ``store=True`` call must never get a ``store=False`` answer, on either endpoint.
 DEFAULT_IGNORE = frozenset(
     {
         "timeout",
@@ -43,7 +47,6 @@ DEFAULT_IGNORE = frozenset(
         "prompt_cache_retention",
         "prompt_cache_options",
         "metadata",
-        "store",
         "service_tier",
     }
 )
