@@ -74,3 +74,114 @@ def test_store_is_in_the_key(llm_server: Any, client: openai.OpenAI, patched: An
     call(store=True)
     call(store=False)
     assert llm_server.count() == 2
+
+
+# --------------------------------------------------------------------------- streams left at their end
+
+
+def until(stream: Any, done: Any) -> list[Any]:
+    """Read ``stream`` up to and including the first item ``done`` holds for, then stop."""
+    seen = []
+    with stream:
+        for item in stream:
+            seen.append(item)
+            if done(item):
+                break
+    return seen
+
+
+def finished(chunk: Any) -> bool:
+    return any(c.finish_reason for c in chunk.choices)
+
+
+def whole(stream: Any) -> list[Any]:
+    with stream:
+        return list(stream)
+
+
+@pytest.mark.parametrize("usage", [False, True])
+def test_chat_stream_left_at_finish_reason_is_stored_whole(
+    llm_server: Any, client: openai.OpenAI, patched: Any, usage: bool
+) -> None:
+    extra: dict[str, Any] = {"stream_options": {"include_usage": True}} if usage else {}
+    create = client.chat.completions.create
+    seen = until(create(**CHAT, stream=True, **extra), finished)
+    assert llm_server.count() == 1
+    replayed = whole(create(**CHAT, stream=True, **extra))
+    assert llm_server.count() == 1
+    assert replayed[: len(seen)] == seen
+    # The hit is the whole stream: with include_usage, the usage chunk after the finish.
+    assert (replayed[-1].usage is not None) is usage
+
+
+def test_responses_stream_left_at_completed_is_stored(
+    llm_server: Any, client: openai.OpenAI, patched: Any
+) -> None:
+    until(client.responses.create(**RESPONSE, stream=True), lambda e: e.type == "response.completed")
+    events = whole(client.responses.create(**RESPONSE, stream=True))
+    assert llm_server.count() == 1
+    assert events[-1].type == "response.completed"
+    # The helper that agent loops use, left at the same event, hits too.
+    with client.responses.stream(**RESPONSE) as stream:
+        for event in stream:
+            if event.type == "response.completed":
+                break
+    assert llm_server.count() == 1
+
+
+async def test_async_streams_left_at_their_end_are_stored(
+    llm_server: Any, aclient: openai.AsyncOpenAI, patched: Any
+) -> None:
+    async with aclient:
+        for _ in range(2):
+            stream = await aclient.responses.create(**RESPONSE, stream=True)
+            async for event in stream:
+                if event.type == "response.completed":
+                    break
+            await stream.close()
+            stream = await aclient.chat.completions.create(
+                **CHAT, stream=True, stream_options={"include_usage": True}
+            )
+            async for chunk in stream:
+                if finished(chunk):
+                    break
+            await stream.close()
+    assert llm_server.count() == 2
+
+
+def test_anthropic_stream_left_at_message_stop_is_stored(
+    llm_server: Any, claude: anthropic.Anthropic, patched: Any
+) -> None:
+    until(claude.messages.create(**ASK, stream=True), lambda e: e.type == "message_stop")
+    events = whole(claude.messages.create(**ASK, stream=True))
+    assert llm_server.count() == 1
+    assert events[-1].type == "message_stop"
+    with claude.messages.stream(**ASK) as stream:
+        for event in stream:
+            if event.type == "message_stop":
+                break
+    with claude.messages.stream(**ASK) as stream:
+        text = stream.get_final_text()
+    assert text
+    assert llm_server.count() == 2  # stream() entries are their own: one request for both
+
+
+def test_streams_stopped_before_their_end_or_over_the_budget_store_nothing(
+    llm_server: Any, client: openai.OpenAI, patched: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    create = client.chat.completions.create
+    until(create(**CHAT, stream=True), lambda chunk: not finished(chunk))  # the first chunk
+    until(create(**CHAT, stream=True), lambda chunk: not finished(chunk))
+    assert llm_server.count() == 2
+    # A rest larger than the budget is not read ahead: stopping at the finish stores nothing...
+    from llm_memo.integrations import _sdk
+
+    monkeypatch.setattr(_sdk, "DRAIN_BYTES", 0)
+    usage = {"stream_options": {"include_usage": True}}
+    until(create(**CHAT, stream=True, **usage), finished)
+    until(create(**CHAT, stream=True, **usage), finished)
+    assert llm_server.count() == 4
+    # ...and reading on to the end does.
+    assert whole(create(**CHAT, stream=True, **usage))[-1].usage is not None
+    whole(create(**CHAT, stream=True, **usage))
+    assert llm_server.count() == 5

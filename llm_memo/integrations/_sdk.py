@@ -16,8 +16,10 @@ which kwargs carry no meaning, how a client identifies itself) and owns one
   single-flight are the core's own.
 * **Streams.** A live SDK stream is recorded as it is consumed (each item encoded
   *before* it is handed on, since the SDK helpers mutate events) and stored only
-  when it ends normally. A hit is a stream object of the SDK's own class, over a
-  synthetic HTTP response that carries the original request id.
+  when it is complete: at its terminal event (the rest of the response is read
+  first, within a budget, for consumers that stop there) or at a normal end. A
+  hit is a stream object of the SDK's own class, over a synthetic HTTP response
+  that carries the original request id.
 * **Helpers that bypass** ``create`` (``parse()``, Anthropic's ``stream()``) are run
   as they are, on a shallow copy of the resource whose ``_post`` consults the
   cache: the SDK still validates and converts the arguments and builds the
@@ -31,6 +33,7 @@ import functools
 import importlib
 import sys
 import threading
+import time
 import typing
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -46,7 +49,7 @@ from .._log import warn_limited
 from .._secrets import fingerprint as _hmac
 from .._secrets import is_secret_query_name as is_secret_name
 from .._secrets import pepper as _pepper
-from .._stream import Recorder, arecorded, recorded
+from .._stream import Recorder, adrained, drained
 from ..backends import MISS
 from ..errors import MissingExtra, UncacheableArgument
 
@@ -106,6 +109,18 @@ def _never(kwargs: Mapping[str, Any]) -> bool:
     return False
 
 
+def _no_terminal(item: Any) -> bool:
+    return False
+
+
+#: What is read of a stream after its terminal event, for a consumer that stopped
+#: there: the usage chunk and ``[DONE]`` are a few hundred bytes, sent at once.
+#: The time is checked between events; a connection that stalls is bounded by
+#: the client's own read timeout.
+DRAIN_BYTES = 1 << 20
+DRAIN_SECONDS = 5.0
+
+
 @dataclass(frozen=True)
 class SDKSpec:
     """What differs between SDKs; the SDK modules each define one."""
@@ -129,6 +144,8 @@ class SDKSpec:
     #: Private attributes the SDK sets on top-level results besides ``_request_id``;
     #: a hit gets ``None`` when the entry does not carry them.
     private_attrs: tuple[str, ...] = ()
+    #: Whether a stream item ends the answer (a consumer may stop reading there).
+    terminal: Callable[[Any], bool] = _no_terminal
 
     def sentinel_types(self) -> tuple[type, ...]:
         # There are several NotGiven/Omit instances: compare by type, never identity.
@@ -515,7 +532,7 @@ class Endpoint:
             if mode == "replay":
                 raise self.memo.replay_miss(call)
         stream = live()
-        return self._record(stream, Recorder(self.memo, call, enabled=mode != "readonly"), recorded)
+        return self._record(stream, Recorder(self.memo, call, enabled=mode != "readonly"), drained)
 
     async def open_astream(
         self, instance: Any, material: dict[str, Any], live: Callable[[], Any], stream_cls: Any, item: Any
@@ -530,7 +547,7 @@ class Endpoint:
             if mode == "replay":
                 raise self.memo.replay_miss(call)
         stream = await live()
-        return self._record(stream, Recorder(self.memo, call, enabled=mode != "readonly"), arecorded)
+        return self._record(stream, Recorder(self.memo, call, enabled=mode != "readonly"), adrained)
 
     def _record(self, stream: Any, recorder: Recorder, recording: Callable[..., Any]) -> Any:
         response = getattr(stream, "response", None)
@@ -540,7 +557,7 @@ class Endpoint:
         recorder.add({"request_id": response.headers.get(self.spec.request_id_header)})
         # The instance keeps its SDK class; only its item source is wrapped. (openai
         # creates _iterator in __init__, anthropic lazily: reading it creates it.)
-        stream._iterator = recording(stream._iterator, recorder)
+        stream._iterator = recording(stream._iterator, recorder, self.spec.terminal, _budget(response))
         return stream
 
     def _replay(
@@ -559,6 +576,21 @@ class Endpoint:
         stream = stream_cls(cast_to=item, response=response, client=client)
         stream._iterator = replaying(chunks, response)
         return stream
+
+
+def _budget(response: Any) -> Callable[[], bool]:
+    """``more()`` for draining ``response`` after the terminal event (see :data:`DRAIN_BYTES`)."""
+    started: list[float] = []
+
+    def more() -> bool:
+        if not started:  # the budget starts when the drain does
+            started.extend((time.monotonic(), getattr(response, "num_bytes_downloaded", 0)))
+            return True
+        elapsed = time.monotonic() - started[0]
+        read = getattr(response, "num_bytes_downloaded", 0) - started[1]
+        return elapsed < DRAIN_SECONDS and read < DRAIN_BYTES
+
+    return more
 
 
 def _answer(material: Any) -> Any:  # pragma: no cover - never called

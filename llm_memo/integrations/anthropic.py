@@ -73,6 +73,10 @@ def _credentials(client: Any) -> Iterable[Any]:
             yield value
 
 
+def _terminal(item: Any) -> bool:
+    return getattr(item, "type", None) == "message_stop"
+
+
 SPEC = SDKSpec(
     package="anthropic",
     extra="llm-memo[anthropic]",
@@ -85,6 +89,7 @@ SPEC = SDKSpec(
     # anthropic sets _workspace_id beside _request_id on results; the stored entry
     # keeps only _request_id, so a hit must still have the attribute.
     private_attrs=("_workspace_id",),
+    terminal=_terminal,
 )
 
 _patcher = Patcher(SPEC)

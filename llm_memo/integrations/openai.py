@@ -128,6 +128,15 @@ def _bypass(kwargs: Mapping[str, Any]) -> bool:
     return bool(kwargs.get("background")) or bool(kwargs.get("conversation"))
 
 
+def _terminal(item: Any) -> bool:
+    # A chat or legacy chunk with a finish_reason ends its choice (what follows is
+    # the other choices' ends, the usage chunk of include_usage, and [DONE]); a
+    # Responses stream ends with response.completed.
+    if getattr(item, "type", None) == "response.completed":
+        return True
+    return any(getattr(c, "finish_reason", None) for c in getattr(item, "choices", None) or ())
+
+
 SPEC = SDKSpec(
     package="openai",
     extra="llm-memo[openai]",
@@ -138,6 +147,7 @@ SPEC = SDKSpec(
     identity=_identity,
     credentials=_credentials,
     bypass=_bypass,
+    terminal=_terminal,
 )
 
 _patcher = Patcher(SPEC)
