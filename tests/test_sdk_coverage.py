@@ -5,6 +5,8 @@ Every check counts the local server's requests; nothing inside the SDKs is mocke
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +14,8 @@ import anthropic
 import openai
 import pytest
 
-from llm_memo import MemoryBackend
+import llm_memo
+from llm_memo import CacheMiss, MemoryBackend
 from llm_memo.integrations.anthropic import patch_anthropic, unpatch_anthropic
 from llm_memo.integrations.openai import patch_openai, unpatch_openai
 
@@ -185,3 +188,108 @@ def test_streams_stopped_before_their_end_or_over_the_budget_store_nothing(
     assert whole(create(**CHAT, stream=True, **usage))[-1].usage is not None
     whole(create(**CHAT, stream=True, **usage))
     assert llm_server.count() == 5
+
+
+# ------------------------------------------------------------------ methods bound before patching
+
+
+def test_methods_bound_before_patching_are_cached(
+    llm_server: Any, client: openai.OpenAI, claude: anthropic.Anthropic, store: MemoryBackend
+) -> None:
+    create = client.chat.completions.create  # as instructor.from_openai(client) keeps it
+    respond = client.responses.create
+    embed = client.embeddings.create
+    parse = client.chat.completions.parse
+    ask = claude.messages.create
+    ask_beta = claude.beta.messages.create
+    patch_openai(backend=store)
+    patch_anthropic(backend=store)
+    try:
+        for _ in range(3):
+            first = create(**CHAT)
+            whole(create(**CHAT, stream=True))
+            respond(**RESPONSE)
+            embed(model="emb", input="x")
+            parsed = parse(**CHAT, response_format={"type": "json_object"})
+            ask(**ASK)
+            ask_beta(**ASK)
+            whole(ask(**ASK, stream=True))
+        assert llm_server.count() == 8
+        assert first._request_id is not None
+        assert parsed.choices[0].message.parsed is None  # parsed by the SDK's own parser on a hit
+        # Keys differ with the request, as for patched methods.
+        create(**CHAT, temperature=0.5)
+        ask_beta(**ASK, betas=["b1"])
+        assert llm_server.count() == 10
+    finally:
+        unpatch_openai()
+        unpatch_anthropic()
+    create(**CHAT)  # unpatched: live again
+    assert llm_server.count() == 11
+
+
+async def test_async_methods_bound_before_patching_are_cached(
+    llm_server: Any, aclient: openai.AsyncOpenAI, store: MemoryBackend
+) -> None:
+    async with aclient:
+        create = aclient.chat.completions.create
+        patch_openai(backend=store)
+        try:
+            for _ in range(3):
+                await create(**CHAT)
+                async with await create(**CHAT, stream=True) as stream:
+                    async for _chunk in stream:
+                        pass
+        finally:
+            unpatch_openai()
+    assert llm_server.count() == 2
+
+
+# --------------------------------------------------------------------------- replay never calls out
+
+
+def test_replay_refuses_every_call_it_does_not_cache(
+    llm_server: Any, client: openai.OpenAI, claude: anthropic.Anthropic, store: MemoryBackend
+) -> None:
+    before = llm_memo.stats().uncached
+    patch_openai(backend=store, mode="replay")
+    patch_anthropic(backend=store, mode="replay")
+    try:
+        calls: list[tuple[str, Any]] = [
+            ("/chat/completions", lambda: client.chat.completions.with_raw_response.create(**CHAT)),
+            (
+                "/chat/completions",
+                lambda: whole(client.chat.completions.with_streaming_response.create(**CHAT)),
+            ),
+            ("/responses", lambda: client.responses.create(**RESPONSE, background=True)),
+            ("/responses", lambda: client.responses.create(**RESPONSE, conversation="conv_1")),
+            ("/moderations", lambda: client.moderations.create(input="x")),
+            ("/models", lambda: client.models.list()),
+            ("/v1/messages", lambda: claude.messages.with_raw_response.create(**ASK)),
+            ("/v1/messages/count_tokens", lambda: claude.messages.count_tokens(model="c", messages=MSG)),
+        ]
+        for path, call in calls:
+            with pytest.raises(CacheMiss, match=f"{path} is not cached"):
+                call()
+    finally:
+        unpatch_openai()
+        unpatch_anthropic()
+    assert llm_server.count() == 0
+    assert llm_memo.stats().uncached == before + len(calls)
+
+
+def test_readwrite_counts_and_logs_uncached_calls_once_per_endpoint(
+    llm_server: Any, client: openai.OpenAI, patched: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = llm_memo.stats().uncached
+    with caplog.at_level(logging.WARNING, logger="llm_memo"):
+        for _ in range(2):
+            client.chat.completions.with_raw_response.create(**CHAT).parse()
+            with contextlib.suppress(openai.NotFoundError):  # the local server has no such endpoint
+                client.moderations.create(input="x")
+    assert llm_server.count() == 4
+    assert llm_memo.stats().uncached == before + 4
+    logged = [r.getMessage() for r in caplog.records if "is not cached" in r.getMessage()]
+    assert len(logged) == 2
+    assert any("openai POST /moderations" in m for m in logged)
+    assert any("with_raw_response" in m for m in logged)

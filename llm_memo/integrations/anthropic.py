@@ -21,6 +21,7 @@ from typing import Any
 
 from .._config import UNSET, Mode
 from .._core import CacheInfo
+from ._gate import Gate
 from ._sdk import Options, Patcher, SDKSpec, Target, clean_url, header_subset, without_secrets
 
 __all__ = ["DEFAULT_IGNORE", "cache_info", "patch_anthropic", "unpatch_anthropic"]
@@ -51,6 +52,8 @@ def _targets() -> tuple[Target, ...]:
                 Target(module, owner, "stream", f"{prefix}.stream", kind="hook"),
                 Target(module, owner, "parse", f"{prefix}.parse", kind="hook"),
             ]
+    for owner in ("SyncAPIClient", "AsyncAPIClient"):
+        found.append(Target("anthropic._base_client", owner, "request", "anthropic.request", kind="gate"))
     return tuple(found)
 
 
@@ -90,9 +93,13 @@ SPEC = SDKSpec(
     # keeps only _request_id, so a hit must still have the attribute.
     private_attrs=("_workspace_id",),
     terminal=_terminal,
+    routes={
+        "/v1/messages": "anthropic.messages.create",
+        "/v1/messages?beta=true": "anthropic.beta.messages.create",
+    },
 )
 
-_patcher = Patcher(SPEC)
+_patcher = Patcher(SPEC, gate=Gate)
 
 
 def patch_anthropic(

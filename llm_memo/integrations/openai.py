@@ -27,6 +27,7 @@ from typing import Any
 
 from .._config import UNSET, Mode
 from .._core import CacheInfo
+from ._gate import Gate
 from ._sdk import Options, Patcher, SDKSpec, Target, clean_url, header_subset, is_secret_name, without_secrets
 
 __all__ = ["DEFAULT_IGNORE", "cache_info", "patch_openai", "unpatch_openai"]
@@ -91,6 +92,8 @@ def _targets() -> tuple[Target, ...]:
         ]
     for owner in ("Embeddings", "AsyncEmbeddings"):
         found.append(Target("openai.resources.embeddings", owner, "create", "openai.embeddings.create"))
+    for owner in ("SyncAPIClient", "AsyncAPIClient"):
+        found.append(Target("openai._base_client", owner, "request", "openai.request", kind="gate"))
     return tuple(found)
 
 
@@ -148,9 +151,15 @@ SPEC = SDKSpec(
     credentials=_credentials,
     bypass=_bypass,
     terminal=_terminal,
+    routes={
+        "/chat/completions": "openai.chat.completions.create",
+        "/responses": "openai.responses.create",
+        "/embeddings": "openai.embeddings.create",
+        "/completions": "openai.completions.create",
+    },
 )
 
-_patcher = Patcher(SPEC)
+_patcher = Patcher(SPEC, gate=Gate)
 
 
 def patch_openai(
