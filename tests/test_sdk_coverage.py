@@ -21,6 +21,8 @@ from llm_memo.integrations.openai import patch_openai, unpatch_openai
 
 MSG: list[Any] = [{"role": "user", "content": "Tell me about caches"}]
 CHAT: dict[str, Any] = {"model": "gpt-test", "messages": MSG}
+pytest_plugins = ["pytester"]
+
 RESPONSE: dict[str, Any] = {"model": "gpt-test", "input": "Tell me about caches"}
 ASK: dict[str, Any] = {"model": "claude-test", "max_tokens": 100, "messages": MSG}
 
@@ -293,3 +295,47 @@ def test_readwrite_counts_and_logs_uncached_calls_once_per_endpoint(
     assert len(logged) == 2
     assert any("openai POST /moderations" in m for m in logged)
     assert any("with_raw_response" in m for m in logged)
+
+
+UNCACHEABLE_TESTS = """
+import os
+
+import openai
+import pytest
+
+
+def test_raw_response():
+    client = openai.OpenAI(api_key="sk-test", base_url=os.environ["LLM_MEMO_TEST_OPENAI_URL"])
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-test", messages=[{"role": "user", "content": "raw"}]
+    )
+    assert raw.parse().choices
+"""
+
+
+def test_pytest_summary_counts_uncached_calls(
+    pytester: pytest.Pytester, llm_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLM_MEMO_TEST_OPENAI_URL", llm_server.openai_base_url)
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makepyfile(test_raw=UNCACHEABLE_TESTS)
+    recorded = pytester.runpytest(
+        "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--llm-memo=readwrite"
+    )
+    recorded.assert_outcomes(passed=1)
+    recorded.stdout.fnmatch_lines(
+        [
+            "readwrite: 0 calls replayed, 0 recorded, 0 not found in a cassette, "
+            "1 not cacheable (sent to the API; see the log)"
+        ]
+    )
+    replayed = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--llm-memo=replay")
+    replayed.assert_outcomes(failed=1)
+    replayed.stdout.fnmatch_lines(
+        [
+            "*CacheMiss*openai POST /chat/completions is not cached*",
+            "replay: 0 calls replayed, 0 recorded, 0 not found in a cassette, "
+            "1 not cacheable (refused; see the log)",
+        ]
+    )
+    assert llm_server.count() == 1
