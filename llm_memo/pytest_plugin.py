@@ -36,7 +36,8 @@ whose message names the endpoint, the call's arguments, the cassette, and how it
 differs from the closest recorded call of that endpoint. ``OPENAI_API_KEY`` and
 ``ANTHROPIC_API_KEY`` are set to a placeholder when unset, so clients can be built in
 a CI job that has no secrets. Calls the SDK integration never caches
-(``with_raw_response``, ``background=True``, other endpoints) still go to the client.
+(``with_raw_response``, ``background=True``, other endpoints) raise ``CacheMiss``
+in replay mode and go to the API otherwise; the summary line counts them.
 """
 
 from __future__ import annotations

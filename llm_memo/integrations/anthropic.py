@@ -11,7 +11,10 @@ The key is the endpoint, the client's identity (base URL without user-info,
 default query, ``anthropic-beta`` / ``anthropic-version`` /
 ``anthropic-workspace-id`` default headers) and every request kwarg except
 :data:`DEFAULT_IGNORE`; ``betas`` and ``workspace_id`` stay in it.
-``with_raw_response`` / ``with_streaming_response`` calls go straight through.
+The client's ``request()`` is patched too (see ``_gate``), as for OpenAI:
+methods bound before patching are cached there; ``with_raw_response`` /
+``with_streaming_response`` calls and other endpoints are not cached, and are
+refused with ``CacheMiss`` in replay mode.
 """
 
 from __future__ import annotations

@@ -14,10 +14,13 @@ Every client is covered (made before or after patching, the module-level client,
 
 The key is the endpoint, the client's identity (base URL without user-info,
 organization, project, default query, ``OpenAI-Beta``/organization/project default
-headers) and every request kwarg except :data:`DEFAULT_IGNORE`. Calls that go
-straight to the API, uncached: ``with_raw_response`` / ``with_streaming_response``,
-``background=True``, and ``conversation=...`` (server-side state that a live call
-also changes).
+headers) and every request kwarg except :data:`DEFAULT_IGNORE`. The client's
+``request()`` is patched too (see ``_gate``): methods bound before patching are
+cached there, keyed on the request body. Calls that are not cached:
+``with_raw_response`` / ``with_streaming_response``, ``background=True``,
+``conversation=...`` (server-side state that a live call also changes) and other
+endpoints; they are counted in ``llm_memo.stats().uncached``, and refused with
+``CacheMiss`` in replay mode.
 """
 
 from __future__ import annotations
