@@ -168,6 +168,25 @@ class Stats(NamedTuple):
     stores: int
     errors: int
     functions: dict[str, dict[str, Any]]
+    #: SDK calls the patches saw but do not cache (raw responses, endpoints not
+    #: covered, ``background=True``...): sent live, or refused in replay mode.
+    uncached: int = 0
+
+
+_uncached: dict[str, int] = {}
+_uncached_lock = threading.Lock()
+
+
+def note_uncached(endpoint: str) -> None:
+    """Count an SDK call that the patches saw and did not cache."""
+    with _uncached_lock:
+        _uncached[endpoint] = _uncached.get(endpoint, 0) + 1
+
+
+def uncached_calls() -> dict[str, int]:
+    """Per endpoint (``"openai POST /moderations"``), the SDK calls not cached so far."""
+    with _uncached_lock:
+        return dict(_uncached)
 
 
 def stats() -> Stats:
@@ -196,4 +215,5 @@ def stats() -> Stats:
         entry["seconds_saved"] += saved_s
         entry["tokens_saved"] += saved_t
     total = hits + misses
-    return Stats(hits, misses, hits / total if total else 0.0, seconds, tokens, stores, errors, per)
+    uncached = sum(uncached_calls().values())
+    return Stats(hits, misses, hits / total if total else 0.0, seconds, tokens, stores, errors, per, uncached)

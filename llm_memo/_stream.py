@@ -31,7 +31,15 @@ from ._log import warn_limited
 from .backends import MISS
 from .serialize import decode_value, dump_tree, verified_tree
 
-__all__ = ["AsyncStreamDriver", "Recorder", "SyncStreamDriver", "arecorded", "recorded"]
+__all__ = [
+    "AsyncStreamDriver",
+    "Recorder",
+    "SyncStreamDriver",
+    "adrained",
+    "arecorded",
+    "drained",
+    "recorded",
+]
 
 
 class Recorder:
@@ -203,6 +211,108 @@ async def arecorded(source: AsyncIterator[Any], recorder: Recorder) -> AsyncGene
         if aclose is not None:
             await aclose()
     await recorder.acommit()
+
+
+def _drain(source: Iterator[Any], recorder: Recorder, more: Callable[[], bool]) -> tuple[list[Any], bool]:
+    """Read what is left of ``source`` after its terminal item: the items, and whether it ended."""
+    rest: list[Any] = []
+    while more():  # the first call starts the budget
+        try:
+            item = next(source)
+        except StopIteration:
+            return rest, True
+        recorder.add(item)
+        rest.append(item)
+    return rest, False
+
+
+def drained(
+    source: Iterator[Any], recorder: Recorder, terminal: Callable[[Any], bool], more: Callable[[], bool]
+) -> Generator[Any, None, None]:
+    """Like :func:`recorded`, for a stream whose consumer may stop at its terminal item.
+
+    Once ``terminal(item)`` holds the answer is complete, and consumers (agent
+    loops, helpers) often stop reading right there, before the end of the HTTP
+    response: the rest (a usage chunk, ``[DONE]``) is read here first, while
+    ``more()`` allows (a budget of bytes and time), and the whole stream is
+    stored before the terminal item is handed on. A rest that cannot be read
+    means nothing is stored; one that runs over the budget is stored only if the
+    consumer reads it to the end. The consumer gets every item (and any error)
+    as the live stream gives them.
+    """
+    try:
+        for item in source:
+            recorder.add(item)
+            if not terminal(item):
+                yield item
+                continue
+            try:
+                rest, ended = _drain(source, recorder, more)
+            except Exception:
+                yield item  # the error comes after the items the consumer has not seen yet...
+                raise  # ...but a consumer that stops at the terminal item never sees it, as live
+            if ended:
+                recorder.commit()
+            yield item
+            yield from rest
+            if not ended:  # over budget: stored only if the consumer reads on to the end
+                for later in source:
+                    recorder.add(later)
+                    yield later
+                recorder.commit()
+            return
+        recorder.commit()  # no terminal item, but a normal end: cache_if judges it
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
+
+
+async def _adrain(
+    source: AsyncIterator[Any], recorder: Recorder, more: Callable[[], bool]
+) -> tuple[list[Any], bool]:
+    rest: list[Any] = []
+    while more():
+        try:
+            item = await anext(source)
+        except StopAsyncIteration:
+            return rest, True
+        recorder.add(item)
+        rest.append(item)
+    return rest, False
+
+
+async def adrained(
+    source: AsyncIterator[Any], recorder: Recorder, terminal: Callable[[Any], bool], more: Callable[[], bool]
+) -> AsyncGenerator[Any, None]:
+    """The async twin of :func:`drained`."""
+    try:
+        async for item in source:
+            recorder.add(item)
+            if not terminal(item):
+                yield item
+                continue
+            try:
+                rest, ended = await _adrain(source, recorder, more)
+            except Exception:
+                yield item
+                raise
+            if ended:
+                await recorder.acommit()
+            yield item
+            for later in rest:
+                yield later
+            if not ended:
+                async for later in source:
+                    recorder.add(later)
+                    yield later
+                await recorder.acommit()
+            return
+        await recorder.acommit()
+    finally:
+        aclose = getattr(source, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 class SyncStreamDriver:

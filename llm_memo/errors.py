@@ -96,12 +96,21 @@ class CacheMiss(LLMMemoError, LookupError):
     """
 
     def __init__(
-        self, function: str, key: str, *, namespace: str | None = None, material: bytes | None = None
+        self,
+        function: str,
+        key: str,
+        *,
+        namespace: str | None = None,
+        material: bytes | None = None,
+        reason: str | None = None,
     ) -> None:
         self.function = function
         self.key = key
         self.namespace = function if namespace is None else namespace
         self.material = material
+        if reason is not None:  # a call that is never cached: recording it would not help
+            super().__init__(f"llm_memo replay mode: {function} is not cached ({reason}); not calling out")
+            return
         where = "" if self.namespace == function else f" in namespace {self.namespace}"
         super().__init__(
             f"llm_memo replay mode: no cached entry for {function}{where} (key {key}); "

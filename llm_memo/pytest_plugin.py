@@ -36,7 +36,8 @@ whose message names the endpoint, the call's arguments, the cassette, and how it
 differs from the closest recorded call of that endpoint. ``OPENAI_API_KEY`` and
 ``ANTHROPIC_API_KEY`` are set to a placeholder when unset, so clients can be built in
 a CI job that has no secrets. Calls the SDK integration never caches
-(``with_raw_response``, ``background=True``, other endpoints) still go to the client.
+(``with_raw_response``, ``background=True``, other endpoints) raise ``CacheMiss``
+in replay mode and go to the API otherwise; the summary line counts them.
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ class _Recorder:
         else:
             self.directory = None
         self.router: CassetteRouter = CassetteRouter(self.cassette_path)
+        self.uncached_before = 0
 
     def cassette_path(self, source: Path | None) -> Path:
         if source is None:
@@ -127,6 +129,7 @@ class _Recorder:
             return str(path)
 
     def start(self) -> None:
+        from ._events import stats
         from .integrations import patch_anthropic, patch_openai
 
         if self.mode == "replay":
@@ -140,6 +143,7 @@ class _Recorder:
         }
         patch_openai(**options)
         patch_anthropic(**options)
+        self.uncached_before = stats().uncached
 
     def stop(self) -> None:
         from .integrations import unpatch_anthropic, unpatch_openai
@@ -158,12 +162,16 @@ class _Recorder:
             self.router.source = previous
 
     def counts(self) -> dict[str, int]:
+        from ._events import stats
         from .integrations import anthropic, openai
 
         totals = {"hits": 0, "misses": 0, "stores": 0}
         for info in (*openai.cache_info().values(), *anthropic.cache_info().values()):
             for name in totals:
                 totals[name] += getattr(info, name)
+        # Calls no cassette can hold (raw responses, other endpoints...): sent to the
+        # API in readwrite, refused in replay.
+        totals["uncached"] = stats().uncached - self.uncached_before
         return totals
 
 
@@ -448,10 +456,14 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     counts = recorder.counts()
     terminalreporter.write_sep("-", "llm_memo")
-    terminalreporter.write_line(
+    line = (
         f"{recorder.mode}: {counts['hits']} calls replayed, {counts['stores']} recorded, "
         f"{counts['misses']} not found in a cassette"
     )
+    if counts["uncached"]:
+        fate = "refused" if recorder.mode == "replay" else "sent to the API"
+        line += f", {counts['uncached']} not cacheable ({fate}; see the log)"
+    terminalreporter.write_line(line)
     changed = sorted((c for c in recorder.router.opened() if c.changes), key=lambda c: c.path)
     for cassette in changed:
         terminalreporter.write_line(f"  updated {recorder.display(cassette.path)}: review and commit it")

@@ -413,7 +413,6 @@ def test_key_normalisation(llm_server: FakeLLMServer, client: openai.OpenAI, pat
         {"extra_headers": {"X-Trace": "abc", "X-Stainless-Helper-Method": "x"}},
         {"user": "alice"},
         {"metadata": {"run": "1"}},
-        {"store": True},
         {"service_tier": "flex"},
         {"safety_identifier": "s"},
         {"prompt_cache_key": "k"},
@@ -532,7 +531,7 @@ def test_secrets_never_reach_keys_store_or_logs(
                 c.chat.completions.parse(**CHAT, response_format=Answer)
                 c.embeddings.create(model="emb", input="x")
                 create: Any = c.chat.completions.create
-                material = create.endpoint.material(c.chat.completions, CHAT)
+                material = create.endpoint.material(c, CHAT)
                 assert not any(
                     s in json.dumps(material) for s in (key, env_key, header_key, url_secret, query_key)
                 )

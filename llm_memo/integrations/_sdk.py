@@ -16,8 +16,10 @@ which kwargs carry no meaning, how a client identifies itself) and owns one
   single-flight are the core's own.
 * **Streams.** A live SDK stream is recorded as it is consumed (each item encoded
   *before* it is handed on, since the SDK helpers mutate events) and stored only
-  when it ends normally. A hit is a stream object of the SDK's own class, over a
-  synthetic HTTP response that carries the original request id.
+  when it is complete: at its terminal event (the rest of the response is read
+  first, within a budget, for consumers that stop there) or at a normal end. A
+  hit is a stream object of the SDK's own class, over a synthetic HTTP response
+  that carries the original request id.
 * **Helpers that bypass** ``create`` (``parse()``, Anthropic's ``stream()``) are run
   as they are, on a shallow copy of the resource whose ``_post`` consults the
   cache: the SDK still validates and converts the arguments and builds the
@@ -26,14 +28,16 @@ which kwargs carry no meaning, how a client identifies itself) and owns one
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import functools
 import importlib
 import sys
 import threading
+import time
 import typing
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -46,7 +50,7 @@ from .._log import warn_limited
 from .._secrets import fingerprint as _hmac
 from .._secrets import is_secret_query_name as is_secret_name
 from .._secrets import pepper as _pepper
-from .._stream import Recorder, arecorded, recorded
+from .._stream import Recorder, adrained, drained
 from ..backends import MISS
 from ..errors import MissingExtra, UncacheableArgument
 
@@ -88,7 +92,8 @@ class Target:
     endpoint: str
     #: ``"call"``: cached around the method itself (create). ``"hook"``: the method is
     #: run as is and its ``_post`` goes through the cache (parse, stream helpers).
-    kind: Literal["call", "hook"] = "call"
+    #: ``"gate"``: the client's ``request()``, under every method (see ``_gate``).
+    kind: Literal["call", "hook", "gate"] = "call"
     #: ``"module:Name"`` of the items of ``stream=True`` answers (for replayed streams).
     item: str = ""
 
@@ -104,6 +109,18 @@ class Target:
 
 def _never(kwargs: Mapping[str, Any]) -> bool:
     return False
+
+
+def _no_terminal(item: Any) -> bool:
+    return False
+
+
+#: What is read of a stream after its terminal event, for a consumer that stopped
+#: there: the usage chunk and ``[DONE]`` are a few hundred bytes, sent at once.
+#: The time is checked between events; a connection that stalls is bounded by
+#: the client's own read timeout.
+DRAIN_BYTES = 1 << 20
+DRAIN_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -129,6 +146,10 @@ class SDKSpec:
     #: Private attributes the SDK sets on top-level results besides ``_request_id``;
     #: a hit gets ``None`` when the entry does not carry them.
     private_attrs: tuple[str, ...] = ()
+    #: Whether a stream item ends the answer (a consumer may stop reading there).
+    terminal: Callable[[Any], bool] = _no_terminal
+    #: For the client-level gate: the request URLs it caches, and their namespaces.
+    routes: Mapping[str, str] = field(default_factory=dict)
 
     def sentinel_types(self) -> tuple[type, ...]:
         # There are several NotGiven/Omit instances: compare by type, never identity.
@@ -322,18 +343,27 @@ class Endpoint:
         )
         self.memo.label = self.target.endpoint
 
+    def info(self) -> CacheInfo:
+        return self.memo.info()
+
+    def clear(self) -> int:
+        return self.memo.clear()
+
     # ------------------------------------------------------------- key material
 
-    def material(self, resource: Any, kwargs: Mapping[str, Any]) -> dict[str, Any]:
-        """The key material of a call: endpoint, client identity and normalised kwargs."""
-        client = resource._client
+    def material(self, client: Any, kwargs: Mapping[str, Any], part: str = "kwargs") -> dict[str, Any]:
+        """The key material of a call: endpoint, client identity and normalised kwargs.
+
+        ``part`` names what was normalised: a method's ``kwargs``, or the
+        ``request`` (the JSON body) the client-level gate sees.
+        """
         identity = self.spec.identity(client)
         if self.pepper is not None:
             secrets = tuple(s for s in self.spec.credentials(client) if isinstance(s, str) and s)
             fingerprint = _fingerprint(secrets, self.pepper)
             if fingerprint is not None:
                 identity["credentials"] = fingerprint
-        return {"endpoint": self.target.endpoint, "client": identity, "kwargs": self.normalise(kwargs)}
+        return {"endpoint": self.target.endpoint, "client": identity, part: self.normalise(kwargs)}
 
     def normalise(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -379,27 +409,33 @@ class Endpoint:
             return wrapped(*args, **kwargs)
         # Building the key must not consume an iterator the SDK then reads.
         _, key_kwargs, _, kwargs = materialize((), kwargs)
-        material = self.material(instance, key_kwargs)
+        material = self.material(instance._client, key_kwargs)
+
+        def live(*_: Any) -> Any:
+            return inside(wrapped, **kwargs)
+
         if kwargs.get("stream"):
-            return self.open_stream(instance, material, lambda: wrapped(**kwargs), *self.stream_types(False))
+            return self.open_stream(instance._client, material, live, *self.stream_types(False))
         try:
-            value = self.memo.call_sync(lambda _: wrapped(**kwargs), None, (material,), {})
+            value = self.memo.call_sync(live, None, (material,), {})
         except UncacheableArgument as exc:
             self._uncacheable(exc)
-            return wrapped(**kwargs)
+            return wrapped(**kwargs)  # the gate below still sees it
         return self._finish(value) if self.spec.private_attrs else value
 
     async def acall(self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if self._passes_through(instance, args, kwargs):
             return await wrapped(*args, **kwargs)
         _, key_kwargs, _, kwargs = materialize((), kwargs)
-        material = self.material(instance, key_kwargs)
+        material = self.material(instance._client, key_kwargs)
+
+        def live(*_: Any) -> Any:
+            return ainside(wrapped, **kwargs)
+
         if kwargs.get("stream"):
-            return await self.open_astream(
-                instance, material, lambda: wrapped(**kwargs), *self.stream_types(True)
-            )
+            return await self.open_astream(instance._client, material, live, *self.stream_types(True))
         try:
-            value = await self.memo.call_async(lambda _: wrapped(**kwargs), None, (material,), {})
+            value = await self.memo.call_async(live, None, (material,), {})
         except UncacheableArgument as exc:
             self._uncacheable(exc)
             return await wrapped(**kwargs)
@@ -424,11 +460,15 @@ class Endpoint:
 
     def _post(self, instance: Any, kwargs: dict[str, Any], path: str, **request: Any) -> Any:
         real = instance._post
-        material = self.material(instance, kwargs)
+        material = self.material(instance._client, kwargs)
         if request.get("stream"):
             stream_cls = request.get("stream_cls")
             return self.open_stream(
-                instance, material, lambda: real(path, **request), stream_cls, _item_type(stream_cls)
+                instance._client,
+                material,
+                lambda: inside(real, path, **request),
+                stream_cls,
+                _item_type(stream_cls),
             )
         options, parser = _parser_of(request)
         captured: list[Any] = []
@@ -436,7 +476,7 @@ class Endpoint:
 
         def live(*_: Any, **__: Any) -> Any:
             opts = {**options, "post_parser": _capture(parser, captured)}
-            result = real(path, **{**request, "options": opts})
+            result = inside(real, path, **{**request, "options": opts})
             results.append(result)
             return _with_ids(captured[0] if captured else result, result)  # the raw answer is stored
 
@@ -449,11 +489,15 @@ class Endpoint:
 
     async def _apost(self, instance: Any, kwargs: dict[str, Any], path: str, **request: Any) -> Any:
         real = instance._post
-        material = self.material(instance, kwargs)
+        material = self.material(instance._client, kwargs)
         if request.get("stream"):
             stream_cls = request.get("stream_cls")
             return await self.open_astream(
-                instance, material, lambda: real(path, **request), stream_cls, _item_type(stream_cls)
+                instance._client,
+                material,
+                lambda: ainside(real, path, **request),
+                stream_cls,
+                _item_type(stream_cls),
             )
         options, parser = _parser_of(request)
         captured: list[Any] = []
@@ -461,7 +505,7 @@ class Endpoint:
 
         async def live(*_: Any, **__: Any) -> Any:
             opts = {**options, "post_parser": _capture(parser, captured)}
-            result = await real(path, **{**request, "options": opts})
+            result = await ainside(real, path, **{**request, "options": opts})
             results.append(result)
             return _with_ids(captured[0] if captured else result, result)
 
@@ -503,7 +547,7 @@ class Endpoint:
             return mode, None
 
     def open_stream(
-        self, instance: Any, material: dict[str, Any], live: Callable[[], Any], stream_cls: Any, item: Any
+        self, client: Any, material: dict[str, Any], live: Callable[[], Any], stream_cls: Any, item: Any
     ) -> Any:
         mode, call = self._begin_stream(material)
         if call is None:
@@ -511,14 +555,14 @@ class Endpoint:
         if mode != "refresh":
             items = self.memo.lookup(call)
             if items is not MISS:
-                return self._replay(instance._client, items, stream_cls, item, _replayed)
+                return self._replay(client, items, stream_cls, item, _replayed)
             if mode == "replay":
                 raise self.memo.replay_miss(call)
         stream = live()
-        return self._record(stream, Recorder(self.memo, call, enabled=mode != "readonly"), recorded)
+        return self._record(stream, Recorder(self.memo, call, enabled=mode != "readonly"), drained)
 
     async def open_astream(
-        self, instance: Any, material: dict[str, Any], live: Callable[[], Any], stream_cls: Any, item: Any
+        self, client: Any, material: dict[str, Any], live: Callable[[], Any], stream_cls: Any, item: Any
     ) -> Any:
         mode, call = self._begin_stream(material)
         if call is None:
@@ -526,11 +570,11 @@ class Endpoint:
         if mode != "refresh":
             items = await self.memo.alookup(call)
             if items is not MISS:
-                return self._replay(instance._client, items, stream_cls, item, _areplayed)
+                return self._replay(client, items, stream_cls, item, _areplayed)
             if mode == "replay":
                 raise self.memo.replay_miss(call)
         stream = await live()
-        return self._record(stream, Recorder(self.memo, call, enabled=mode != "readonly"), arecorded)
+        return self._record(stream, Recorder(self.memo, call, enabled=mode != "readonly"), adrained)
 
     def _record(self, stream: Any, recorder: Recorder, recording: Callable[..., Any]) -> Any:
         response = getattr(stream, "response", None)
@@ -540,7 +584,7 @@ class Endpoint:
         recorder.add({"request_id": response.headers.get(self.spec.request_id_header)})
         # The instance keeps its SDK class; only its item source is wrapped. (openai
         # creates _iterator in __init__, anthropic lazily: reading it creates it.)
-        stream._iterator = recording(stream._iterator, recorder)
+        stream._iterator = recording(stream._iterator, recorder, self.spec.terminal, _budget(response))
         return stream
 
     def _replay(
@@ -559,6 +603,47 @@ class Endpoint:
         stream = stream_cls(cast_to=item, response=response, client=client)
         stream._iterator = replaying(chunks, response)
         return stream
+
+
+def _budget(response: Any) -> Callable[[], bool]:
+    """``more()`` for draining ``response`` after the terminal event (see :data:`DRAIN_BYTES`)."""
+    started: list[float] = []
+
+    def more() -> bool:
+        if not started:  # the budget starts when the drain does
+            started.extend((time.monotonic(), getattr(response, "num_bytes_downloaded", 0)))
+            return True
+        elapsed = time.monotonic() - started[0]
+        read = getattr(response, "num_bytes_downloaded", 0) - started[1]
+        return elapsed < DRAIN_SECONDS and read < DRAIN_BYTES
+
+    return more
+
+
+#: Set while a patched method makes its own live request: the client-level gate
+#: below lets such requests through (the method patch already decided).
+_INSIDE: contextvars.ContextVar[bool] = contextvars.ContextVar("llm_memo_sdk_inside", default=False)
+
+
+def inside(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call ``func`` as a request the patches already dealt with."""
+    token = _INSIDE.set(True)
+    try:
+        return func(*args, **kwargs)
+    finally:
+        _INSIDE.reset(token)
+
+
+async def ainside(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    token = _INSIDE.set(True)
+    try:
+        return await func(*args, **kwargs)
+    finally:
+        _INSIDE.reset(token)
+
+
+def is_inside() -> bool:
+    return _INSIDE.get()
 
 
 def _answer(material: Any) -> Any:  # pragma: no cover - never called
@@ -616,27 +701,39 @@ class SDKPatch(wrapt.FunctionWrapper[Any, Any]):
     attributes up on the parent wrapper from the bound one.
     """
 
-    def __init__(self, wrapped: Any, endpoint: Endpoint) -> None:
+    def __init__(self, wrapped: Any, endpoint: Driver) -> None:
         super().__init__(wrapped, endpoint.driver)
         self._self_endpoint = endpoint
 
     @property
-    def endpoint(self) -> Endpoint:
+    def endpoint(self) -> Driver:
         return self._self_endpoint
 
     def cache_info(self) -> CacheInfo:
-        return self.endpoint.memo.info()
+        return self.endpoint.info()
 
     def cache_clear(self) -> int:
         """Forget this endpoint's entries (sync and async share them)."""
-        return self.endpoint.memo.clear()
+        return self.endpoint.clear()
+
+
+class Driver(typing.Protocol):
+    """What a patch runs: an :class:`Endpoint`, or the client-level gate."""
+
+    driver: Callable[..., Any]
+
+    def __init__(self, spec: SDKSpec, target: Target, original: Any, options: Options) -> None: ...
+    def configure(self, options: Options) -> None: ...
+    def info(self) -> CacheInfo: ...
+    def clear(self) -> int: ...
 
 
 class Patcher:
     """The patches of one SDK: install, defer until import, re-configure, remove."""
 
-    def __init__(self, spec: SDKSpec) -> None:
+    def __init__(self, spec: SDKSpec, gate: type[Driver] | None = None) -> None:
         self.spec = spec
+        self._gate = gate
         self._lock = threading.RLock()
         self._options: Options | None = None  # None: not patched
         self._installed: dict[Target, SDKPatch] = {}
@@ -711,5 +808,10 @@ class Patcher:
             handle = self._installed.get(target)
             if handle is not None and wrapt.is_wrapped_by(current, handle):
                 continue
-            endpoint = Endpoint(self.spec, target, current, self._options)
+            factory: type[Driver] = Endpoint
+            if target.kind == "gate":
+                if self._gate is None:
+                    continue
+                factory = self._gate
+            endpoint = factory(self.spec, target, current, self._options)
             self._installed[target] = wrapt.wrap_object(module, target.path, SDKPatch, (endpoint,))

@@ -11,7 +11,10 @@ The key is the endpoint, the client's identity (base URL without user-info,
 default query, ``anthropic-beta`` / ``anthropic-version`` /
 ``anthropic-workspace-id`` default headers) and every request kwarg except
 :data:`DEFAULT_IGNORE`; ``betas`` and ``workspace_id`` stay in it.
-``with_raw_response`` / ``with_streaming_response`` calls go straight through.
+The client's ``request()`` is patched too (see ``_gate``), as for OpenAI:
+methods bound before patching are cached there; ``with_raw_response`` /
+``with_streaming_response`` calls and other endpoints are not cached, and are
+refused with ``CacheMiss`` in replay mode.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 
 from .._config import UNSET, Mode
 from .._core import CacheInfo
+from ._gate import Gate
 from ._sdk import Options, Patcher, SDKSpec, Target, clean_url, header_subset, without_secrets
 
 __all__ = ["DEFAULT_IGNORE", "cache_info", "patch_anthropic", "unpatch_anthropic"]
@@ -51,6 +55,8 @@ def _targets() -> tuple[Target, ...]:
                 Target(module, owner, "stream", f"{prefix}.stream", kind="hook"),
                 Target(module, owner, "parse", f"{prefix}.parse", kind="hook"),
             ]
+    for owner in ("SyncAPIClient", "AsyncAPIClient"):
+        found.append(Target("anthropic._base_client", owner, "request", "anthropic.request", kind="gate"))
     return tuple(found)
 
 
@@ -73,6 +79,10 @@ def _credentials(client: Any) -> Iterable[Any]:
             yield value
 
 
+def _terminal(item: Any) -> bool:
+    return getattr(item, "type", None) == "message_stop"
+
+
 SPEC = SDKSpec(
     package="anthropic",
     extra="llm-memo[anthropic]",
@@ -85,9 +95,14 @@ SPEC = SDKSpec(
     # anthropic sets _workspace_id beside _request_id on results; the stored entry
     # keeps only _request_id, so a hit must still have the attribute.
     private_attrs=("_workspace_id",),
+    terminal=_terminal,
+    routes={
+        "/v1/messages": "anthropic.messages.create",
+        "/v1/messages?beta=true": "anthropic.beta.messages.create",
+    },
 )
 
-_patcher = Patcher(SPEC)
+_patcher = Patcher(SPEC, gate=Gate)
 
 
 def patch_anthropic(

@@ -14,10 +14,13 @@ Every client is covered (made before or after patching, the module-level client,
 
 The key is the endpoint, the client's identity (base URL without user-info,
 organization, project, default query, ``OpenAI-Beta``/organization/project default
-headers) and every request kwarg except :data:`DEFAULT_IGNORE`. Calls that go
-straight to the API, uncached: ``with_raw_response`` / ``with_streaming_response``,
-``background=True``, and ``conversation=...`` (server-side state that a live call
-also changes).
+headers) and every request kwarg except :data:`DEFAULT_IGNORE`. The client's
+``request()`` is patched too (see ``_gate``): methods bound before patching are
+cached there, keyed on the request body. Calls that are not cached:
+``with_raw_response`` / ``with_streaming_response``, ``background=True``,
+``conversation=...`` (server-side state that a live call also changes) and other
+endpoints; they are counted in ``llm_memo.stats().uncached``, and refused with
+``CacheMiss`` in replay mode.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 
 from .._config import UNSET, Mode
 from .._core import CacheInfo
+from ._gate import Gate
 from ._sdk import Options, Patcher, SDKSpec, Target, clean_url, header_subset, is_secret_name, without_secrets
 
 __all__ = ["DEFAULT_IGNORE", "cache_info", "patch_openai", "unpatch_openai"]
@@ -34,6 +38,10 @@ __all__ = ["DEFAULT_IGNORE", "cache_info", "patch_openai", "unpatch_openai"]
 #: Request kwargs left out of the key by default: transport settings and
 #: bookkeeping that do not change the answer. A hit echoes the first caller's
 #: values where the response repeats them (``metadata``, ``user``, ``service_tier``...).
+#: ``store`` is not one of them: it decides whether the answer's id can be used
+#: later (``previous_response_id``, ``responses.retrieve()``, and for chat
+#: completions ``chat.completions.retrieve()`` / ``messages.list()``), so a
+#: ``store=True`` call must never get a ``store=False`` answer, on either endpoint.
 DEFAULT_IGNORE = frozenset(
     {
         "timeout",
@@ -43,7 +51,6 @@ DEFAULT_IGNORE = frozenset(
         "prompt_cache_retention",
         "prompt_cache_options",
         "metadata",
-        "store",
         "service_tier",
     }
 )
@@ -88,6 +95,8 @@ def _targets() -> tuple[Target, ...]:
         ]
     for owner in ("Embeddings", "AsyncEmbeddings"):
         found.append(Target("openai.resources.embeddings", owner, "create", "openai.embeddings.create"))
+    for owner in ("SyncAPIClient", "AsyncAPIClient"):
+        found.append(Target("openai._base_client", owner, "request", "openai.request", kind="gate"))
     return tuple(found)
 
 
@@ -125,6 +134,15 @@ def _bypass(kwargs: Mapping[str, Any]) -> bool:
     return bool(kwargs.get("background")) or bool(kwargs.get("conversation"))
 
 
+def _terminal(item: Any) -> bool:
+    # A chat or legacy chunk with a finish_reason ends its choice (what follows is
+    # the other choices' ends, the usage chunk of include_usage, and [DONE]); a
+    # Responses stream ends with response.completed.
+    if getattr(item, "type", None) == "response.completed":
+        return True
+    return any(getattr(c, "finish_reason", None) for c in getattr(item, "choices", None) or ())
+
+
 SPEC = SDKSpec(
     package="openai",
     extra="llm-memo[openai]",
@@ -135,9 +153,16 @@ SPEC = SDKSpec(
     identity=_identity,
     credentials=_credentials,
     bypass=_bypass,
+    terminal=_terminal,
+    routes={
+        "/chat/completions": "openai.chat.completions.create",
+        "/responses": "openai.responses.create",
+        "/embeddings": "openai.embeddings.create",
+        "/completions": "openai.completions.create",
+    },
 )
 
-_patcher = Patcher(SPEC)
+_patcher = Patcher(SPEC, gate=Gate)
 
 
 def patch_openai(
