@@ -88,7 +88,13 @@ class _ClosingCache(diskcache.Cache):  # type: ignore[misc]
         # Before diskcache's __init__, which already queries the database.
         self._open: weakref.WeakSet[_ThreadConnection] = weakref.WeakSet()
         self._open_lock = threading.Lock()
-        super().__init__(*args, **kwargs)
+        try:
+            super().__init__(*args, **kwargs)
+        except BaseException:
+            # A damaged database fails here, with this thread's connection open; left to
+            # the garbage collector, it would be finalized (and warned about) unclosed.
+            self.close()
+            raise
 
     @property
     def _con(self) -> sqlite3.Connection:
