@@ -1,7 +1,7 @@
 """LangChain on llm_memo's cache: ``set_llm_cache(LLMMemoCache(...))``.
 
 Runs offline: a local fake OpenAI server (one simulated second per answer) stands in
-for the API. Needs ``pip install 'llm-memo[langchain]' langchain-openai``::
+for the API. Needs ``pip install 'llm-memo[examples]'`` (LangChain and its OpenAI model)::
 
     python examples/langchain_cache.py
 """

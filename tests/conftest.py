@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,11 +15,41 @@ from llm_memo import _log, backends
 pytest_plugins = ["_redis_fixtures", "_llm_fixtures"]
 
 
+#: Read by the library, the SDKs, or Python in the child processes tests start; a
+#: developer's shell (or a CI runner) must not change what a test sees.
+_SCRUBBED = (
+    "PYTHONUNBUFFERED",  # the order in which processes sharing a pipe print
+    "PYTHONWARNINGS",
+    "PYTHONDEVMODE",
+    "PYTHONASYNCIODEBUG",
+    "PYTHONHASHSEED",
+    "NO_COLOR",
+    "FORCE_COLOR",
+    "TERM",
+    "HTTP_PROXY",  # httpx would send the fake LLM server's loopback traffic there
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+)
+#: LLM_MEMO_TEST_* are the suite's own knobs (a Redis server to use, a random seed).
+_SCRUBBED_PREFIXES = ("LLM_MEMO_", "OPENAI_", "AZURE_OPENAI_", "ANTHROPIC_", "LANGCHAIN_", "LANGSMITH_")
+
+
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in ("LLM_MEMO_BACKEND", "LLM_MEMO_TTL", "LLM_MEMO_MODE", "LLM_MEMO_STRICT", "LLM_MEMO_WRAP"):
-        monkeypatch.delenv(name, raising=False)
+    for name in list(os.environ):
+        upper = name.upper()  # proxies are also spelled in lower case
+        if upper in _SCRUBBED or (
+            upper.startswith(_SCRUBBED_PREFIXES) and not upper.startswith("LLM_MEMO_TEST_")
+        ):
+            monkeypatch.delenv(name)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))  # nothing reads or writes the developer's ~
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
     monkeypatch.setenv("LLM_MEMO_DIR", str(tmp_path / "llm-memo"))
+    monkeypatch.setenv("COLUMNS", "80")  # argparse wraps help to the terminal's width
+    monkeypatch.setenv("LINES", "24")
     llm_memo.reset_configuration()
     backends._reset_for_tests()
     _log._reset_for_tests()

@@ -184,8 +184,16 @@ def test_llm_memo_run_applies_llm_memo_wrap_and_chains_sitecustomize(tmp_path: P
         )
     )
     (tmp_path / "site").mkdir()
-    (tmp_path / "site" / "sitecustomize.py").write_text("print('the other sitecustomize ran')\n")
-    (tmp_path / "app.py").write_text("import helpers\nprint(helpers.slow(21), helpers.slow(21))\n")
+    # It marks the process it ran in: the llm-memo process itself is a Python on this
+    # PYTHONPATH too, and two processes' prints on one pipe come in no fixed order.
+    (tmp_path / "site" / "sitecustomize.py").write_text(
+        "import os, sys\nsys.other_sitecustomize = os.getpid()\n"
+    )
+    (tmp_path / "app.py").write_text(
+        "import os, sys\nimport helpers\n"
+        "chained = getattr(sys, 'other_sitecustomize', None) == os.getpid()\n"
+        "print(chained, helpers.slow(21), helpers.slow(21))\n"
+    )
     calls = tmp_path / "calls.txt"
     env = {
         **os.environ,
@@ -195,6 +203,5 @@ def test_llm_memo_run_applies_llm_memo_wrap_and_chains_sitecustomize(tmp_path: P
     }
     done = llm_memo_run("--backend", "memory", "--", sys.executable, str(tmp_path / "app.py"), env=env)
     assert done.returncode == 0, done.stderr
-    # (The llm-memo process is itself a Python on that PYTHONPATH: it prints the line first.)
-    assert done.stdout.splitlines()[-2:] == ["the other sitecustomize ran", "42 42"]
+    assert done.stdout == "True 42 42\n"  # the other sitecustomize ran in the program
     assert calls.read_text() == "call\n"

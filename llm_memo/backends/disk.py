@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,13 +51,97 @@ class _BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
         return value
 
 
+class _ThreadConnection:
+    """One thread's SQLite connection, closed as soon as nothing holds it.
+
+    Its only strong reference is the owning thread's slot in a ``threading.local``,
+    which Python drops when the thread ends: the connection is closed then, instead
+    of being left for the garbage collector (``ResourceWarning: unclosed database``
+    on Python 3.13, an error for suites that turn warnings into errors).
+    """
+
+    __slots__ = ("__weakref__", "closed", "con", "pid")
+
+    def __init__(self, con: sqlite3.Connection) -> None:
+        self.con = con
+        self.pid = os.getpid()
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+        self.con.close()
+
+    __del__ = close
+
+
+class _ClosingCache(diskcache.Cache):  # type: ignore[misc]
+    """A ``diskcache.Cache`` whose connections are all closed by ``close()`` and at thread end.
+
+    diskcache opens one connection per thread (every ``async def`` call reaches the
+    store from a worker thread) and its ``close()`` closes only the calling
+    thread's. Here each connection is registered, so ``close()`` closes every one,
+    from whichever thread calls it; a thread that uses the cache afterwards opens a
+    fresh connection, as with diskcache.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Before diskcache's __init__, which already queries the database.
+        self._open: weakref.WeakSet[_ThreadConnection] = weakref.WeakSet()
+        self._open_lock = threading.Lock()
+        try:
+            super().__init__(*args, **kwargs)
+        except BaseException:
+            # A damaged database fails here, with this thread's connection open; left to
+            # the garbage collector, it would be finalized (and warned about) unclosed.
+            self.close()
+            raise
+
+    @property
+    def _con(self) -> sqlite3.Connection:
+        slot: _ThreadConnection | None = getattr(self._local, "slot", None)
+        # A new process (after fork) or a closed cache: a new connection for this thread.
+        if slot is None or slot.closed or slot.pid != os.getpid():
+            slot = self._connect()
+        return slot.con
+
+    def _connect(self) -> _ThreadConnection:
+        # check_same_thread=False only so that close() and a thread's end may close a
+        # connection from another thread; each connection is used by its own thread.
+        con = sqlite3.connect(
+            os.path.join(self._directory, diskcache.core.DBNAME),
+            timeout=self._timeout,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        slot = self._local.slot = _ThreadConnection(con)
+        with self._open_lock:
+            self._open.add(slot)
+        # Pragmas are per connection: re-apply the ones the store was created with
+        # (reset() reaches the database through _con, which now finds this slot).
+        try:
+            settings = con.execute("SELECT key, value FROM Settings").fetchall()
+        except sqlite3.OperationalError:  # a store being created: no table yet
+            settings = []
+        for key, value in settings:
+            if key.startswith("sqlite_"):
+                self.reset(key, value, update=False)
+        return slot
+
+    def close(self) -> None:
+        with self._open_lock:
+            slots = list(self._open)
+        for slot in slots:
+            slot.close()
+
+
 class DiskBackend(Backend):
     """Entries in a diskcache ``Cache`` directory (SQLite in WAL mode underneath).
 
-    Safe across threads and processes; connections are reopened after a fork (by
-    diskcache itself). Waits on a locked database are bounded by ``timeout``,
-    after which the operation fails and the front treats it as a miss. The store
-    is culled to ``size_limit`` bytes, oldest-stored first.
+    Safe across threads and processes; each thread has its own connection, reopened
+    after a fork and closed when the thread ends or the backend closes. Waits on a
+    locked database are bounded by ``timeout``, after which the operation fails and
+    the front treats it as a miss. The store is culled to ``size_limit`` bytes,
+    oldest-stored first.
     """
 
     def __init__(self, directory: str | Path, *, size_limit: int = 2**30, timeout: float = 2.0) -> None:
@@ -75,7 +161,7 @@ class DiskBackend(Backend):
                 if self._cache is None:
                     ensure_private_dir(self.directory)
                     touch_private_file(self.directory / "cache.db")
-                    self._cache = diskcache.Cache(
+                    self._cache = _ClosingCache(
                         str(self.directory),
                         disk=_BytesOnlyDisk,
                         timeout=self.timeout,

@@ -165,8 +165,12 @@ class SQLiteBackend(Backend):
         # isolation_level=None: no implicit transactions, so reads are plain autocommit
         # statements and every write transaction is our explicit BEGIN IMMEDIATE.
         conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
-        # In WAL, NORMAL only risks the last commits on power loss: fine for a cache.
-        conn.execute("PRAGMA synchronous = NORMAL")
+        try:
+            # In WAL, NORMAL only risks the last commits on power loss: fine for a cache.
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except BaseException:
+            conn.close()  # a damaged file fails here: never leave the connection to the GC
+            raise
         return conn
 
     def _prepare_file(self) -> bool:
