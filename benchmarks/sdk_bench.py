@@ -27,8 +27,8 @@ import openai
 from openai.types.chat import ChatCompletion
 
 from llm_memo import llm_cached
-from llm_memo.testing import FakeLLMServer
 from llm_memo.integrations.openai import patch_openai, unpatch_openai
+from llm_memo.testing import FakeLLMServer
 
 HERE = Path(__file__).resolve().parent
 

@@ -17,8 +17,8 @@ from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 
 import llm_memo
-from llm_memo.testing import FakeLLMServer
 from llm_memo.integrations.langchain import LLMMemoCache
+from llm_memo.testing import FakeLLMServer
 
 
 def main() -> None:
