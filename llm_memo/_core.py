@@ -651,6 +651,7 @@ class Memo:
         call = self.prepare(instance, args, kwargs)
         if call is None:
             return wrapped(*args, **kwargs)  # raises the function's own TypeError
+        mark = self.flights.mark()
         if mode != "refresh":
             value = self.lookup(call, started)
             if value is not MISS:
@@ -666,8 +667,10 @@ class Memo:
             return result
 
         def lead() -> Any:
-            if mode != "refresh":
-                stored = peek(self, call)  # landed since our miss, by a flight that just ended
+            # Only when a flight of this key ended since our lookup: it may have stored
+            # the result after we missed (saves a second read, a round trip on Redis).
+            if mode != "refresh" and self.flights.landed_since(call.key, mark):
+                stored = peek(self, call)
                 if stored is not MISS:
                     self.count("coalesced")
                     return stored
@@ -689,6 +692,7 @@ class Memo:
         call = self.prepare(instance, args, kwargs)
         if call is None:
             return await wrapped(*args, **kwargs)
+        mark = self.aflights.mark()
         if mode != "refresh":
             value = await self.alookup(call, started)
             if value is not MISS:
@@ -705,7 +709,7 @@ class Memo:
             return result
 
         async def alead() -> Any:
-            if mode != "refresh":
+            if mode != "refresh" and self.aflights.landed_since(call.key, mark):
                 stored = await apeek(self, call)
                 if stored is not MISS:
                     self.count("coalesced")

@@ -61,3 +61,39 @@ def test_an_enum_or_uuid_under_a_credentials_name_never_shares_the_credentials_a
     assert call({"api_key": first}) == 1
     assert call({"api_key": second}) == 2
     assert call({"api_key": first}) == 1
+
+
+class CountingBackend(MemoryBackend):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gets = 0
+
+    def get(self, namespace: str, key: str) -> Any:
+        self.gets += 1
+        return super().get(namespace, key)
+
+
+def test_a_miss_reads_the_store_once() -> None:
+    # The second look before calling is only for a flight of the key that ended
+    # since the lookup (tests/test_flight.py races one): on Redis it is a round trip.
+    backend = CountingBackend()
+
+    @llm_cached(namespace="perf.miss", backend=backend)
+    def double(x: int) -> int:
+        return 2 * x
+
+    assert double(2) == 4
+    assert backend.gets == 1
+    assert double(2) == 4
+    assert backend.gets == 2
+
+
+async def test_an_async_miss_reads_the_store_once() -> None:
+    backend = CountingBackend()
+
+    @llm_cached(namespace="perf.amiss", backend=backend)
+    async def double(x: int) -> int:
+        return 2 * x
+
+    assert await double(2) == 4
+    assert backend.gets == 1
