@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+import logging
 import threading
 import time
 import typing
@@ -445,7 +446,8 @@ class Memo:
         """
         if data is MISS:
             self.count("misses")
-            log.debug("llm_memo miss %s %s", self.namespace, call.key[:16])
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("llm_memo miss %s %s", self.namespace, call.key[:16])
             return MISS
         try:
             entry = unpack_entry(data, call.fingerprint)
@@ -468,7 +470,8 @@ class Memo:
             self._counts["hits"] += 1
             self._saved_seconds += entry.cost
             self._saved_tokens += tokens or 0
-        log.debug("llm_memo hit %s %s", self.namespace, call.key[:16])
+        if log.isEnabledFor(logging.DEBUG):  # not even the call, on the hit path
+            log.debug("llm_memo hit %s %s", self.namespace, call.key[:16])
         if listening():
             emit(
                 CallEvent(

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import enum
+import logging
 import math
+import subprocess
+import sys
 import uuid
 from typing import Any
 
@@ -97,3 +100,75 @@ async def test_an_async_miss_reads_the_store_once() -> None:
 
     assert await double(2) == 4
     assert backend.gets == 1
+
+
+def test_keyword_calls_bind_as_every_other_spelling() -> None:
+    calls = []
+
+    @llm_cached(namespace="perf.bind", backend=MemoryBackend(), ignore=["trace"])
+    def create(a: int, /, *, model: str, temperature: float = 1.0, trace: object = None) -> int:
+        calls.append(1)
+        return len(calls)
+
+    assert create(1, model="m") == 1
+    assert create(1, model="m", temperature=1.0, trace=object()) == 1  # default spelled, ignored
+    assert create(1, temperature=1, model="m") == 1
+    with pytest.raises(TypeError):
+        create(a=1, model="m")  # type: ignore[call-arg]  # positional-only: the function's own error
+    with pytest.raises(TypeError):
+        create(1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        create(1, model="m", colour="red")  # type: ignore[call-arg]
+
+    @llm_cached(namespace="perf.bind.kw", backend=MemoryBackend())
+    def chat(*, model: str, max_tokens: int | None = None) -> int:
+        calls.append(1)
+        return len(calls)
+
+    assert chat(model="m") == 2
+    assert chat(max_tokens=None, model="m") == 2
+    assert chat(model="m", max_tokens=5) == 3
+    with pytest.raises(TypeError):
+        chat()  # type: ignore[call-arg]
+
+
+def test_mode_from_the_environment_applies_on_the_next_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    from llm_memo import CacheMiss
+
+    @llm_cached(namespace="perf.env", backend=MemoryBackend())
+    def double(x: int) -> int:
+        return 2 * x
+
+    monkeypatch.setenv("LLM_MEMO_MODE", "replay")
+    with pytest.raises(CacheMiss):
+        double(1)
+    monkeypatch.delenv("LLM_MEMO_MODE")
+    assert double(1) == 2
+    monkeypatch.setenv("LLM_MEMO_MODE", "off")
+    assert double(2) == 4
+    assert double.cache_info().misses == 2  # replay's and readwrite's; "off" looks nothing up
+
+
+def test_debug_log_still_names_hits_and_misses(caplog: pytest.LogCaptureFixture) -> None:
+    @llm_cached(namespace="perf.log", backend=MemoryBackend())
+    def double(x: int) -> int:
+        return 2 * x
+
+    with caplog.at_level(logging.DEBUG, logger="llm_memo"):
+        double(1)
+        double(1)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("llm_memo miss perf.log") for m in messages)
+    assert any(m.startswith("llm_memo hit perf.log") for m in messages)
+
+
+def test_import_and_first_decoration_load_neither_sockets_nor_sqlite() -> None:
+    # (wrapt's asyncio imports socket at the first decoration: that one is not ours.)
+    code = (
+        "import sys, llm_memo\n"
+        "print(sorted(m for m in ('socket', 'sqlite3', 'llm_memo.transfer') if m in sys.modules))\n"
+        "llm_memo.llm_cached(lambda: 1)\n"
+        "print(sorted(m for m in ('sqlite3', 'llm_memo.transfer') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["[]", "[]"]
