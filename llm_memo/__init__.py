@@ -20,8 +20,6 @@ from ._core import CacheInfo
 from ._events import CallEvent, Stats, add_hook, capture, remove_hook, stats
 from .backends import MISS, Backend
 from .backends.memory import MemoryBackend
-from .backends.sqlite import SQLiteBackend
-from .backends.tiered import TieredBackend
 from .errors import (
     BackendError,
     BackendUnavailable,
@@ -34,14 +32,16 @@ from .errors import (
 )
 from .keys import register_key_encoder
 from .serialize import register_type
-from .transfer import copy_entries, export_entries, import_entries
 
 if TYPE_CHECKING:  # imported lazily at run time (see __getattr__ below)
     from ._decorator import CachedFunction, llm_cached
     from ._wrap_path import unwrap, wrap
     from .backends.disk import DiskBackend
     from .backends.redis import RedisBackend
+    from .backends.sqlite import SQLiteBackend
+    from .backends.tiered import TieredBackend
     from .integrations import patch_anthropic, patch_openai, unpatch_anthropic, unpatch_openai
+    from .transfer import copy_entries, export_entries, import_entries
 
 __all__ = [
     "MISS",
@@ -95,6 +95,12 @@ _LAZY = {
     "llm_cached": ("llm_memo._decorator", "llm_cached", ""),
     "CachedFunction": ("llm_memo._decorator", "CachedFunction", ""),
     "DiskBackend": ("llm_memo.backends.disk", "DiskBackend", ""),
+    # sqlite3 alone costs a few ms; transfer and tiering are rarely needed at start-up.
+    "SQLiteBackend": ("llm_memo.backends.sqlite", "SQLiteBackend", ""),
+    "TieredBackend": ("llm_memo.backends.tiered", "TieredBackend", ""),
+    "copy_entries": ("llm_memo.transfer", "copy_entries", ""),
+    "export_entries": ("llm_memo.transfer", "export_entries", ""),
+    "import_entries": ("llm_memo.transfer", "import_entries", ""),
     "wrap": ("llm_memo._wrap_path", "wrap", ""),
     "unwrap": ("llm_memo._wrap_path", "unwrap", ""),
     "RedisBackend": ("llm_memo.backends.redis", "RedisBackend", "redis"),

@@ -105,6 +105,16 @@ class Binder:
             live.__defaults__ is not self.seen_defaults or live.__kwdefaults__ is not self.seen_kwdefaults
         ):
             self._reload(live)
+        if not n and self.var_kw is None and kwargs.keys() <= self.with_kw:
+            # Keyword-only calls (SDK style): no positional to clash with, every name known.
+            out = {**self.defaults, **kwargs}
+            if self.var_pos is not None:
+                out[self.var_pos] = []
+            if len(out) - (self.var_pos is not None) < self.n_params and not self.lenient:
+                return None  # a required argument is missing
+            for name in self.ignore:
+                out.pop(name, None)
+            return out
         out = dict(self.defaults)
         out.update(zip(positional, args, strict=False))
         if self.var_pos is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+import logging
 import threading
 import time
 import typing
@@ -30,14 +31,17 @@ from ._secrets import pepper as _pepper
 from .backends import MISS, Backend, from_url
 from .errors import BackendError, CacheMiss, CorruptEntry, MissingExtra, UncacheableArgument, UnstorableResult
 from .keys import (
+    Path,
+    RawCanonical,
     canonical,
     canonical_arguments,
     digest,
     fingerprint,
     key_material,
     material_bytes,
-    raw_injective,
+    raw_canonical,
     raw_json,
+    raw_matches,
 )
 from .serialize import TypeRegistry, decode_value, encode_verified, pack_entry, unpack_entry
 
@@ -83,6 +87,8 @@ _MAX_TRACKED_KEYS = 100_000
 _MAX_RAW_BYTES = 16 * 1024 * 1024
 #: What one shortcut costs besides its raw bytes (the key string, fingerprint, tuple, slot).
 _RAW_ENTRY_OVERHEAD = 256
+#: What each remembered None's path adds (a tuple of a few steps).
+_RAW_PATH_OVERHEAD = 96
 
 
 def all_memos() -> list[Memo]:
@@ -154,8 +160,10 @@ class Memo:
         #: Cross-process single-flight: seconds a lease on a missed key lives (None: off).
         self.lease = parse_ttl(lease, name="lease")
         self._turns: dict[str, int] = {}
-        self._raw_keys: dict[bytes, tuple[str, bytes]] = {}
+        self._raw_keys: dict[bytes, tuple[str, bytes, int, tuple[Path, ...], tuple[Path, ...]]] = {}
         self._raw_size = 0
+        self._frame_of: Any = None
+        self._frame_bytes: tuple[bytes, bytes] | None = None
         self._saved_seconds = 0.0
         self._saved_tokens = 0
         self.flights = Flights()
@@ -281,27 +289,61 @@ class Memo:
         # Shortcut: the same plain arguments as a recent call reuse its key without
         # walking the prompt again (keys.raw_json explains why this is exact).
         raw = raw_json(source) if self.samples is None else None
-        if raw is not None:
-            known = self._raw_keys.get(raw)
-            if known is not None:
-                return Call(known[0], known[1], None, args, kwargs, source, raw)
+        if raw is None:
+            return self._walked(source, args, kwargs)
+        known = self._raw_keys.get(raw)
+        if known is not None and (not known[2] or raw_matches(source, known[3], known[4])):
+            return Call(known[0], known[1], None, args, kwargs, source, raw)
+        quick = raw_canonical(source, self.key_fn is None, self.pepper)
+        if quick is None:
+            # An enum, a NaN...: the full walk decides, and the bytes are not remembered
+            # (they could match another value with another key: see keys.raw_json).
+            return self._walked(source, args, kwargs)
+        if quick.same:  # the raw bytes already are the canonical arguments: no second pass
+            before, after = self._frame()
+            data = before + raw + after
+        else:
+            data = material_bytes(
+                key_material(self.namespace, self._version, quick.canonical, self.identity.material())
+            )
+        call = Call(digest(data), fingerprint(data), data, args, kwargs, source)
+        self._remember(raw, call, quick)
+        return call
+
+    def _walked(self, source: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
+        """The call's key by the full canonical walk."""
         material = key_material(
             self.namespace, self._version, self._canonical(source), self.identity.material()
         )
         if self.samples is not None:
             material["s"] = self.next_sample(digest(material_bytes(material)))
         data = material_bytes(material)
-        call = Call(digest(data), fingerprint(data), data, args, kwargs, source)
-        # A lookup of bytes never stored costs nothing, so the null check (a scan of
-        # the whole prompt) is paid here, once per new call, not on every hit.
-        if raw is not None and raw_injective(raw):
-            size = len(raw) + _RAW_ENTRY_OVERHEAD
-            self._raw_size += size
-            if self._raw_size > _MAX_RAW_BYTES:
-                self._raw_keys.clear()  # only a cache: start over rather than grow
-                self._raw_size = size
-            self._raw_keys[raw] = (call.key, call.fingerprint)
-        return call
+        return Call(digest(data), fingerprint(data), data, args, kwargs, source)
+
+    def _remember(self, raw: bytes, call: Call, quick: RawCanonical) -> None:
+        # A copy: orjson's own buffer holds some four times the bytes it returns, and
+        # the cap below must bound the memory really used.
+        raw = bytes(memoryview(raw))
+        checks = len(quick.nones) + len(quick.texts)
+        size = len(raw) + _RAW_ENTRY_OVERHEAD + _RAW_PATH_OVERHEAD * checks
+        self._raw_size += size
+        if self._raw_size > _MAX_RAW_BYTES:
+            self._raw_keys.clear()  # only a cache: start over rather than grow
+            self._raw_size = size
+        self._raw_keys[raw] = (call.key, call.fingerprint, checks, quick.nones, quick.texts)
+
+    def _frame(self) -> tuple[bytes, bytes]:
+        """The key material's bytes around the arguments: ``{"a":`` and the rest.
+
+        "a" sorts first, so the material is these two around the canonical arguments.
+        """
+        identity = self.identity.material()
+        if self._frame_of is not identity or self._frame_bytes is None:
+            whole = material_bytes(key_material(self.namespace, self._version, 0, identity))
+            assert whole.startswith(b'{"a":0,')
+            self._frame_bytes = (b'{"a":', whole[len(b'{"a":0') :])
+            self._frame_of = identity
+        return self._frame_bytes
 
     def _source(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """What the key is made of: the bound arguments, or ``key(...)``'s result; MISS if unbindable."""
@@ -404,7 +446,8 @@ class Memo:
         """
         if data is MISS:
             self.count("misses")
-            log.debug("llm_memo miss %s %s", self.namespace, call.key[:16])
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("llm_memo miss %s %s", self.namespace, call.key[:16])
             return MISS
         try:
             entry = unpack_entry(data, call.fingerprint)
@@ -427,7 +470,8 @@ class Memo:
             self._counts["hits"] += 1
             self._saved_seconds += entry.cost
             self._saved_tokens += tokens or 0
-        log.debug("llm_memo hit %s %s", self.namespace, call.key[:16])
+        if log.isEnabledFor(logging.DEBUG):  # not even the call, on the hit path
+            log.debug("llm_memo hit %s %s", self.namespace, call.key[:16])
         if listening():
             emit(
                 CallEvent(
@@ -610,6 +654,7 @@ class Memo:
         call = self.prepare(instance, args, kwargs)
         if call is None:
             return wrapped(*args, **kwargs)  # raises the function's own TypeError
+        mark = self.flights.mark()
         if mode != "refresh":
             value = self.lookup(call, started)
             if value is not MISS:
@@ -625,8 +670,10 @@ class Memo:
             return result
 
         def lead() -> Any:
-            if mode != "refresh":
-                stored = peek(self, call)  # landed since our miss, by a flight that just ended
+            # Only when a flight of this key ended since our lookup: it may have stored
+            # the result after we missed (saves a second read, a round trip on Redis).
+            if mode != "refresh" and self.flights.landed_since(call.key, mark):
+                stored = peek(self, call)
                 if stored is not MISS:
                     self.count("coalesced")
                     return stored
@@ -648,6 +695,7 @@ class Memo:
         call = self.prepare(instance, args, kwargs)
         if call is None:
             return await wrapped(*args, **kwargs)
+        mark = self.aflights.mark()
         if mode != "refresh":
             value = await self.alookup(call, started)
             if value is not MISS:
@@ -664,7 +712,7 @@ class Memo:
             return result
 
         async def alead() -> Any:
-            if mode != "refresh":
+            if mode != "refresh" and self.aflights.landed_since(call.key, mark):
                 stored = await apeek(self, call)
                 if stored is not MISS:
                     self.count("coalesced")

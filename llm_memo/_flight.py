@@ -17,6 +17,12 @@ Results: the leader's caller gets the value itself; each waiter gets
 caller mutating its result (the leader's included) can never change what another
 caller receives.
 
+Landings: each registry counts the flights that ended (``mark()``), and per key
+the count when one last did (``landed_since()``). A caller that missed reads the
+mark before its lookup; if a flight of its key ended since, the result may have
+been stored after that lookup, so the new leader looks once more before calling.
+Otherwise it calls at once: no second read of the store in the common case.
+
 A re-entrant call (the call of a key, while running, calling the same key again
 from the same thread or the same task) runs directly instead of waiting for
 itself, which would deadlock.
@@ -43,6 +49,29 @@ __all__ = ["AsyncFlights", "Flights"]
 
 _NO_SPARE: Any = object()
 
+#: Per-key landings remembered; beyond, the registry forgets them all and answers
+#: "maybe" (a second look) for marks taken before.
+_MAX_LANDINGS = 4096
+
+
+class _Landings:
+    """When flights last ended, per key (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.floor = 0  # landings up to here are forgotten
+        self.last: dict[str, int] = {}
+
+    def land(self, key: str) -> None:
+        self.count += 1
+        if len(self.last) >= _MAX_LANDINGS:
+            self.last.clear()
+            self.floor = self.count
+        self.last[key] = self.count
+
+    def since(self, key: str, mark: int) -> bool:
+        return self.floor > mark or self.last.get(key, 0) > mark
+
 
 class _Flight:
     __slots__ = ("done", "error", "owner", "spare", "value", "waiters")
@@ -67,6 +96,15 @@ class Flights:
         # A new lock too: at fork time another thread may have held this one.
         self._lock = threading.Lock()
         self._flights: dict[str, _Flight] = {}
+        self._landings = _Landings()
+
+    def mark(self) -> int:
+        """Read before a lookup; pass to :meth:`landed_since` after it missed."""
+        return self._landings.count
+
+    def landed_since(self, key: str, mark: int) -> bool:
+        """Whether a flight of ``key`` ended since ``mark`` (or may have: then True)."""
+        return self._landings.since(key, mark)
 
     def __len__(self) -> int:
         return len(self._flights)
@@ -119,6 +157,7 @@ class Flights:
         """Leave the registry, make the waiters' spare copy, then wake them."""
         with self._lock:
             del self._flights[key]
+            self._landings.land(key)  # after the leader stored: see landed_since()
             waiters = flight.waiters  # final: nobody can join a flight that left the registry
         if not waiters:
             return  # nobody to wake, and no Event was ever made
@@ -151,6 +190,15 @@ class AsyncFlights:
     def _forget_all(self) -> None:
         # Keyed by (loop, key): a task can only be awaited from its own loop.
         self._flights: dict[tuple[asyncio.AbstractEventLoop, str], _AsyncFlight] = {}
+        self._landings = _Landings()
+
+    def mark(self) -> int:
+        """Read before a lookup; pass to :meth:`landed_since` after it missed."""
+        return self._landings.count
+
+    def landed_since(self, key: str, mark: int) -> bool:
+        """Whether a flight of ``key`` ended since ``mark`` (or may have: then True)."""
+        return self._landings.since(key, mark)
 
     def __len__(self) -> int:
         return len(self._flights)
@@ -196,6 +244,7 @@ class AsyncFlights:
     def _forget(self, slot: tuple[asyncio.AbstractEventLoop, str], flight: _AsyncFlight) -> None:
         if self._flights.get(slot) is flight:
             del self._flights[slot]
+            self._landings.land(slot[1])
 
     def _finished(
         self, slot: tuple[asyncio.AbstractEventLoop, str], flight: _AsyncFlight, task: asyncio.Task[Any]

@@ -29,10 +29,8 @@ from __future__ import annotations
 
 import os
 import random
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -76,6 +74,9 @@ class _Lease:
         self.backend: Backend = memo.backend
         self.namespace = memo.namespace + LEASE_SUFFIX
         self.key = lease_key(call.key)
+        import socket  # only here: `import llm_memo` must not pay for what lease= alone needs
+        import uuid
+
         self.token = f"llm-memo-lease:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}".encode()
         self.delay, self.longest = poll_delays(ttl)
 

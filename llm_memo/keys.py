@@ -58,7 +58,7 @@ import pathlib
 import uuid
 import weakref
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -69,13 +69,17 @@ from .errors import UncacheableArgument
 __all__ = [
     "KEY_FORMAT_VERSION",
     "MAX_DEPTH",
+    "Path",
+    "RawCanonical",
     "canonical",
     "canonical_arguments",
     "digest",
     "fingerprint",
     "key_material",
     "material_bytes",
+    "raw_canonical",
     "raw_json",
+    "raw_matches",
     "register_key_encoder",
 ]
 
@@ -460,16 +464,18 @@ def _refuse(value: Any) -> Any:
 
 
 def raw_json(value: Any) -> bytes | None:
-    """A fast, *injective* JSON encoding of plain values, or None when it cannot be one.
+    """A fast JSON encoding of plain values, or None when it cannot be one.
 
-    Only JSON's own types get through (str, 64-bit ints, floats, bools, lists,
-    tuples, dicts with str keys, and enums and UUIDs, which :func:`canonical`
-    encodes as their values too); everything else makes orjson call ``_refuse``.
-    Output containing ``null`` is not injective (orjson writes NaN and the
-    infinities as ``null``, like ``None``): callers must never *remember* such
-    bytes (see :func:`raw_injective`). Bytes without ``null`` always mean
-    canonically equal values, so a cache from them to keys is exact: it saves
-    re-walking the same prompt on every call.
+    Only JSON's own types get through (str, ints up to 64 bits, floats, bools,
+    lists, tuples, dicts with str keys, and enums and UUIDs, which
+    :func:`canonical` encodes as their values too); everything else makes orjson
+    call ``_refuse``. Equal bytes do not always mean canonically equal values:
+    orjson writes NaN and the infinities as ``null``, like ``None``, and an enum or
+    a UUID as a str, which a credential's name hides and theirs does not. So bytes
+    are remembered only with what :func:`raw_canonical` found, and another value
+    with the same bytes matches them only if :func:`raw_matches` says so (None, not
+    NaN, where the Nones were; a str where the credentials were). A cache from them
+    to keys is then exact: it saves re-walking the same prompt on every call.
     """
     try:
         return orjson.dumps(value, default=_refuse, option=_RAW_OPTIONS)
@@ -477,9 +483,190 @@ def raw_json(value: Any) -> bytes | None:
         return None
 
 
-def raw_injective(raw: bytes) -> bool:
-    """Whether :func:`raw_json` bytes may be remembered (checked once, when stored)."""
-    return b"null" not in raw
+#: A place in a value: dict keys (str) and list indexes (int), outermost first.
+Path = tuple[str | int, ...]
+
+
+class RawCanonical(NamedTuple):
+    """:func:`raw_canonical`'s answer for a value :func:`raw_json` accepted."""
+
+    #: The canonical form, or something orjson serialises to the same bytes: the
+    #: value's own containers wherever nothing in them changes (tuples stay tuples).
+    canonical: Any
+    #: Whether nothing changed at all: the raw bytes are then the canonical bytes.
+    same: bool
+    #: Where the value holds None (there is no NaN or infinity anywhere in it).
+    nones: tuple[Path, ...]
+    #: Where it holds a str under a credential's name (hidden in the key).
+    texts: tuple[Path, ...]
+
+
+class _NotPlain(Exception):
+    """A value the quick walk leaves to :func:`canonical` (never escapes this module)."""
+
+
+class _Found:
+    __slots__ = ("nones", "texts")
+
+    def __init__(self) -> None:
+        self.nones: list[Path] = []
+        self.texts: list[Path] = []
+
+
+def raw_canonical(value: Any, arguments: bool = False, pepper: bytes | None = None) -> RawCanonical | None:
+    """The canonical form of a value :func:`raw_json` accepted, the quick way; or None.
+
+    Only for such values (its precondition: exact builtins, str keys, no cycles).
+    It copies only the containers where something changes (an integral float such
+    as ``temperature=0.0`` becomes an int, a credential its tag) and records where
+    the Nones and the credentials are. None means the full walk must decide: a
+    NUL-prefixed key, an enum, a UUID, an int beyond 64 bits, a NaN or infinity,
+    or a value deeper than :data:`MAX_DEPTH`. With ``arguments``, ``value`` is a
+    dict of bound arguments, read as :func:`canonical_arguments` reads it.
+    """
+    found = _Found()
+    token = _PEPPER.set(pepper) if pepper is not None else None
+    try:
+        # Bound arguments sit at depth 0, as canonical_arguments() reads them.
+        out = _plain_dict(value, -1, None, found) if arguments else _plain_item(value, 0, None, found)
+    except _NotPlain:
+        return None
+    finally:
+        if token is not None:
+            _PEPPER.reset(token)
+    return RawCanonical(out, out is value, tuple(found.nones), tuple(found.texts))
+
+
+def _plain_item(item: Any, depth: int, path: Any, found: _Found) -> Any:
+    t = type(item)
+    if t is str or t is bool:
+        return item
+    if item is None:
+        found.nones.append(_flatten(path))
+        return item
+    if t is dict:
+        return _plain_dict(item, depth, path, found)
+    if t is list or t is tuple:
+        return _plain_list(item, depth, path, found)
+    if t is int:
+        if _INT64_MIN <= item <= _INT64_MAX:
+            return item
+        raise _NotPlain
+    if t is float:
+        return _plain_float(item)
+    raise _NotPlain  # an enum or a UUID: canonical() knows them
+
+
+def _plain_float(item: float) -> Any:
+    if item - item != 0.0:  # NaN or an infinity: written as null, like None
+        raise _NotPlain
+    return _float(item) if item.is_integer() else item
+
+
+def _flatten(path: Any) -> Path:
+    # Paths are built as linked pairs (parent, step): cheaper than a tuple per level.
+    steps: list[str | int] = []
+    while path is not None:
+        path, step = path
+        steps.append(step)
+    steps.reverse()
+    return tuple(steps)
+
+
+# Dict keys canonical() copies as they are (not a credential's name, not NUL-prefixed):
+# a dict whose keys are all here is checked by one C-level set comparison.
+_plain_names: set[str] = set()
+
+
+def _unusual_keys(value: dict[str, Any], path: Any, found: _Found) -> dict[str, Any] | None:
+    """Check a dict's keys one by one; the copy with its credentials hidden, if any."""
+    out = None
+    for k, item in value.items():
+        if k[:1] == "\x00":
+            raise _NotPlain  # escaped by canonical()
+        if not _is_secret_key(k):
+            if len(_plain_names) >= _MAX_SECRET_KEYS:
+                _plain_names.clear()
+            _plain_names.add(k)
+        elif type(item) is str:  # a credential: its tag; an enum or UUID never matches it
+            found.texts.append(_flatten((path, k)))
+            if out is None:
+                out = dict(value)
+            out[k] = _hidden(item)
+    return out
+
+
+def _plain_dict(value: dict[str, Any], depth: int, path: Any, found: _Found) -> Any:
+    if depth >= MAX_DEPTH:
+        raise _NotPlain  # canonical() raises the error that names the path
+    depth += 1
+    # An exact dict with str keys (raw_json refuses the rest).
+    out = None if value.keys() <= _plain_names else _unusual_keys(value, path, found)
+    for k, item in value.items():
+        t = type(item)
+        if t is str or t is bool:
+            continue  # a credential's str was hidden in ``out`` already
+        if item is None:
+            found.nones.append(_flatten((path, k)))
+            continue
+        if t is dict:
+            new = _plain_dict(item, depth, (path, k), found)
+        elif t is list or t is tuple:
+            new = _plain_list(item, depth, (path, k), found)
+        elif t is float:
+            new = _plain_float(item)
+        else:
+            new = _plain_item(item, depth, (path, k), found)
+        if new is not item:
+            if out is None:
+                out = dict(value)
+            out[k] = new
+    return value if out is None else out
+
+
+def _plain_list(value: list[Any] | tuple[Any, ...], depth: int, path: Any, found: _Found) -> Any:
+    if depth >= MAX_DEPTH:
+        raise _NotPlain
+    depth += 1
+    out: list[Any] | None = None
+    for index, item in enumerate(value):
+        t = type(item)
+        if t is str or t is bool:
+            continue
+        if t is dict:
+            new = _plain_dict(item, depth, (path, index), found)
+        else:
+            new = _plain_item(item, depth, (path, index), found)
+        if new is not item:
+            if out is None:
+                out = list(value)
+            out[index] = new
+    return value if out is None else out
+
+
+def raw_matches(value: Any, nones: tuple[Path, ...], texts: tuple[Path, ...]) -> bool:
+    """Whether ``value`` holds exactly None at each of ``nones`` and a str at each of ``texts``.
+
+    With equal :func:`raw_json` bytes, that makes it canonically equal to the value
+    :func:`raw_canonical` found those paths in. Steps only through exact dicts (str
+    steps) and exact lists or tuples (int steps), so no user code runs; anything
+    else is simply not a match.
+    """
+    for paths, want in ((nones, type(None)), (texts, str)):
+        for path in paths:
+            node = value
+            for step in path:
+                t = type(node)
+                if t is dict if type(step) is str else (t is list or t is tuple):
+                    try:
+                        node = node[step]
+                    except (KeyError, IndexError):
+                        return False
+                else:
+                    return False
+            if type(node) is not want:
+                return False
+    return True
 
 
 def key_material(

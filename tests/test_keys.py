@@ -16,13 +16,23 @@ import threading
 import uuid
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llm_memo import UncacheableArgument, llm_cached, register_key_encoder
 from llm_memo._secrets import is_secret_name
-from llm_memo.keys import MAX_DEPTH, canonical, digest, key_material, material_bytes
+from llm_memo.keys import (
+    MAX_DEPTH,
+    canonical,
+    digest,
+    key_material,
+    material_bytes,
+    raw_canonical,
+    raw_json,
+    raw_matches,
+)
 
 
 def key_of(value: Any) -> str:
@@ -411,3 +421,82 @@ def test_self_with_identity_separates_instances() -> None:
     twin = Bot("pirate")
     assert twin.ask("hi") == "pirate:hi"
     assert twin.calls == []  # equal state, so served from the cache
+
+
+# ---------------------------------------------------------------- the raw-JSON shortcut
+
+# What orjson writes alike: None, NaN and the infinities are all `null`; a tuple and a
+# list are both an array; an enum or a UUID and its str. Twins differ only there, so
+# their raw JSON is always equal, yet under a credential's name the str is hidden.
+_NULLISH = [None, math.nan, math.inf, -math.inf]
+_ALIKE = [[Color.RED, "red"], [uuid.UUID(int=5), str(uuid.UUID(int=5))]]
+json_leaves = (
+    st.sampled_from(_NULLISH)
+    | st.booleans()
+    | st.integers(min_value=-(2**64), max_value=2**64)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from([0.0, -0.0, 1.0, 1e16, 2.0**63])
+    | st.text(max_size=4)
+    | st.sampled_from([Color.RED, uuid.UUID(int=5), "red", str(uuid.UUID(int=5))])
+)
+json_values = st.recursive(
+    json_leaves,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.tuples(inner, inner)
+        | st.dictionaries(names | st.sampled_from(["\x00k", "max_tokens", "content"]), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def _twin(value: Any, rnd: Any) -> Any:
+    """``value`` with every None, NaN and infinity swapped at random, and arrays re-typed."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return rnd.choice(_NULLISH)
+    for alike in _ALIKE:
+        if any(value == v and type(value) is type(v) for v in alike):
+            return rnd.choice(alike)
+    if isinstance(value, list | tuple):
+        items = [_twin(item, rnd) for item in value]
+        return tuple(items) if rnd.random() < 0.5 else items
+    if isinstance(value, dict):
+        return {k: _twin(item, rnd) for k, item in value.items()}
+    return value
+
+
+def _full_key(memo: Any, value: Any) -> str:
+    return str(memo.key_for(None, (value,), {}))
+
+
+@given(json_values, st.randoms())
+@settings(max_examples=400, deadline=None)
+def test_raw_shortcut_never_gives_two_different_values_one_key(value: Any, rnd: Any) -> None:
+    @llm_cached(namespace="shortcut")
+    def f(x: Any) -> None:
+        return None
+
+    memo = f._self_memo
+    twins = [value, _twin(value, rnd), _twin(value, rnd)]
+    for twin in twins:
+        # Each through the shortcut (remembered from an earlier twin, or not), and by the full walk.
+        call = memo.prepare(None, (twin,), {})
+        assert call is not None
+        assert call.key == _full_key(memo, twin)
+        expected = key_material("shortcut", None, {"x": canonical(twin)}, memo.identity.material())
+        assert memo.material(call) == material_bytes(expected)
+
+
+@given(json_values)
+@settings(max_examples=400, deadline=None)
+def test_quick_canonical_form_serialises_as_the_full_walk(value: Any) -> None:
+    if raw_json(value) is None:
+        return
+    quick = raw_canonical(value)
+    if quick is None:
+        return  # left to the full walk
+    full = orjson.dumps(canonical(value), option=orjson.OPT_SORT_KEYS)
+    assert orjson.dumps(quick.canonical, option=orjson.OPT_SORT_KEYS) == full
+    if quick.same:
+        assert raw_json(value) == full
+    assert raw_matches(value, quick.nones, quick.texts)
