@@ -865,8 +865,11 @@ def measure_sdk(report: Report, plan: Plan, request: dict[str, Any]) -> None:
     except ImportError as exc:
         report.add(section="sdk", label="all", status="n/a", reason=f"{exc.name} is not installed")
         return
+    import _seed
+
     import llm_memo
-    from llm_memo._server import FakeLLMServer
+
+    FakeLLMServer = _seed.server_class()
 
     rows: dict[str, Callable[[], Any]] = {}
     around: dict[str, Callable[[], Any]] = {}  # context managers entered around each batch

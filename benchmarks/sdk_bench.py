@@ -27,7 +27,11 @@ import openai
 from openai.types.chat import ChatCompletion
 
 from llm_memo import llm_cached
-from llm_memo._server import FakeLLMServer
+
+try:  # the local server's public home, where it has one
+    from llm_memo.testing import FakeLLMServer  # type: ignore[import-not-found,unused-ignore]
+except ImportError:
+    from llm_memo._server import FakeLLMServer
 from llm_memo.integrations.openai import patch_openai, unpatch_openai
 
 HERE = Path(__file__).resolve().parent
