@@ -2,9 +2,10 @@
 
     python benchmarks/_size.py <entries>
 
-Stores ``entries`` distinct chat calls through ``@llm_cached(backend="memory")``
-(each request built, called once, and dropped, so only what llm_memo keeps stays
-resident) and prints ``{"entries": n, "rss_before": bytes, "rss_after": bytes}``.
+Stores ``entries`` distinct chat calls through ``@llm_cached`` on a memory backend
+without limits (the default one keeps 10,000 entries, which would cap the growth),
+each request built, called once, and dropped, so only what llm_memo keeps stays
+resident, and prints ``{"entries": n, "rss_before": bytes, "rss_after": bytes}``.
 """
 
 from __future__ import annotations
@@ -32,12 +33,14 @@ def rss() -> int:
 
 def main() -> None:
     import llm_memo
+    from llm_memo.backends.memory import MemoryBackend
 
     entries = int(sys.argv[1])
     request, response = load_call()
     ctx = Ctx(Path(tempfile.gettempdir()), request, Value("ChatCompletion", response))
     counter = Counter(ctx.value)
-    fn = llm_memo.llm_cached(backend="memory", namespace=f"{NAMESPACE}.rss")(chat_function(counter, "chat"))
+    backend = MemoryBackend(max_entries=None, max_bytes=None)
+    fn = llm_memo.llm_cached(backend=backend, namespace=f"{NAMESPACE}.rss")(chat_function(counter, "chat"))
     for i in range(200):  # first-use setup and allocator warm-up, not counted
         fn(**nth_request(request, 70_000_000 + i))
     gc.collect()
@@ -48,6 +51,8 @@ def main() -> None:
     after = rss()
     if counter.n != entries + 200:
         raise SystemExit("a distinct call was a hit")
+    if sum(1 for _ in backend.entries()) != entries + 200:
+        raise SystemExit("the store did not keep every entry")
     print(json.dumps({"entries": entries, "rss_before": before, "rss_after": after}), flush=True)
 
 
