@@ -30,10 +30,20 @@ NAMESPACE = "bench.chat"
 # --------------------------------------------------------------------- workload
 
 
-def load_call() -> tuple[dict[str, Any], dict[str, Any]]:
-    """The chat-shaped request and response (``benchmarks/chat_call.json``)."""
-    data: dict[str, Any] = json.loads((HERE / "chat_call.json").read_text())
+#: The workloads: a chat call, and a multi-turn tool-calling conversation whose
+#: assistant tool-call messages have ``"content": None`` (and ``max_tokens=None``).
+WORKLOADS = {"chat": "chat_call.json", "tools": "tool_call.json"}
+
+
+def load_call(workload: str = "chat") -> tuple[dict[str, Any], dict[str, Any]]:
+    """A workload's request and response (``benchmarks/<workload>_call.json``)."""
+    data: dict[str, Any] = json.loads((HERE / WORKLOADS[workload]).read_text())
     return data["request"], data["response"]
+
+
+def suffix(workload: str) -> str:
+    """Namespaces and store names of a workload other than ``chat`` end with this."""
+    return "" if workload == "chat" else f".{workload}"
 
 
 def nth_request(request: dict[str, Any], n: int) -> dict[str, Any]:
