@@ -51,56 +51,64 @@ class _BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
         return value
 
 
-class _ThreadConnection:
-    """One thread's SQLite connection, closed as soon as nothing holds it.
+def _close_all(connections: dict[int, sqlite3.Connection]) -> None:
+    # A copy: a slot collected meanwhile (in this very thread) removes its own entry.
+    for key, con in connections.copy().items():
+        con.close()
+        connections.pop(key, None)
 
-    Its only strong reference is the owning thread's slot in a ``threading.local``,
-    which Python drops when the thread ends: the connection is closed then, instead
-    of being left for the garbage collector (``ResourceWarning: unclosed database``
-    on Python 3.13, an error for suites that turn warnings into errors).
+
+class _ThreadConnection:
+    """One thread's slot: its SQLite connection, closed when the slot is dropped.
+
+    The owning thread's ``threading.local`` holds the slot, and Python drops it when
+    the thread ends: the connection is closed then, instead of being left to the
+    garbage collector (``ResourceWarning: unclosed database`` on Python 3.13, an
+    error for suites that turn warnings into errors). The connection is also
+    registered in ``connections``, which its cache's finalizer holds: so it is never
+    itself garbage the collector could finalize before the slot closes it.
     """
 
-    __slots__ = ("__weakref__", "closed", "con", "pid")
+    __slots__ = ("con", "connections", "generation", "pid")
 
-    def __init__(self, con: sqlite3.Connection) -> None:
+    def __init__(self, con: sqlite3.Connection, connections: dict[int, sqlite3.Connection], generation: int):
         self.con = con
+        self.connections = connections
+        self.generation = generation
         self.pid = os.getpid()
-        self.closed = False
+        connections[id(self)] = con
 
-    def close(self) -> None:
-        self.closed = True
+    def __del__(self) -> None:
+        self.connections.pop(id(self), None)
         self.con.close()
-
-    __del__ = close
 
 
 class _ClosingCache(diskcache.Cache):  # type: ignore[misc]
-    """A ``diskcache.Cache`` whose connections are all closed by ``close()`` and at thread end.
+    """A ``diskcache.Cache`` whose connections are all closed: by ``close()``, at thread
+    end, and when the cache is collected without ``close()``.
 
     diskcache opens one connection per thread (every ``async def`` call reaches the
     store from a worker thread) and its ``close()`` closes only the calling
-    thread's. Here each connection is registered, so ``close()`` closes every one,
-    from whichever thread calls it; a thread that uses the cache afterwards opens a
-    fresh connection, as with diskcache.
+    thread's. Here ``close()`` closes every one, from whichever thread calls it; a
+    thread that uses the cache afterwards opens a fresh connection, as with diskcache.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Before diskcache's __init__, which already queries the database.
-        self._open: weakref.WeakSet[_ThreadConnection] = weakref.WeakSet()
-        self._open_lock = threading.Lock()
+        self._connections: dict[int, sqlite3.Connection] = {}
+        self._generation = 0  # bumped by close(): every thread's slot is then stale
+        weakref.finalize(self, _close_all, self._connections)
         try:
             super().__init__(*args, **kwargs)
         except BaseException:
-            # A damaged database fails here, with this thread's connection open; left to
-            # the garbage collector, it would be finalized (and warned about) unclosed.
-            self.close()
+            self.close()  # a damaged database fails here, with this thread's connection open
             raise
 
     @property
     def _con(self) -> sqlite3.Connection:
         slot: _ThreadConnection | None = getattr(self._local, "slot", None)
         # A new process (after fork) or a closed cache: a new connection for this thread.
-        if slot is None or slot.closed or slot.pid != os.getpid():
+        if slot is None or slot.generation != self._generation or slot.pid != os.getpid():
             slot = self._connect()
         return slot.con
 
@@ -113,9 +121,7 @@ class _ClosingCache(diskcache.Cache):  # type: ignore[misc]
             isolation_level=None,
             check_same_thread=False,
         )
-        slot = self._local.slot = _ThreadConnection(con)
-        with self._open_lock:
-            self._open.add(slot)
+        slot = self._local.slot = _ThreadConnection(con, self._connections, self._generation)
         # Pragmas are per connection: re-apply the ones the store was created with
         # (reset() reaches the database through _con, which now finds this slot).
         try:
@@ -128,10 +134,8 @@ class _ClosingCache(diskcache.Cache):  # type: ignore[misc]
         return slot
 
     def close(self) -> None:
-        with self._open_lock:
-            slots = list(self._open)
-        for slot in slots:
-            slot.close()
+        self._generation += 1
+        _close_all(self._connections)
 
 
 class DiskBackend(Backend):

@@ -36,6 +36,7 @@ import random
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -113,6 +114,20 @@ if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
     os.register_at_fork(after_in_child=_after_fork)
 
 
+def _close_when_collected(conns: list[sqlite3.Connection], pid: int) -> None:
+    """A backend dropped without close(): close its connections now, as close() would.
+
+    Left to the garbage collector, each one warns ``unclosed database`` on Python 3.13
+    (an error for suites that turn warnings into errors).
+    """
+    if os.getpid() != pid:
+        _inherited.extend(conns)
+    else:
+        for conn in conns:
+            conn.close()
+    conns.clear()
+
+
 class _Local(threading.local):
     pid = -1
     generation = -1
@@ -145,6 +160,7 @@ class SQLiteBackend(Backend):
         self._lock = threading.Lock()
         self._generation = 0  # bumped by close(): every thread's connection is then stale
         self._conns: list[sqlite3.Connection] = []
+        weakref.finalize(self, _close_when_collected, self._conns, os.getpid())
         self._ready_pid = -1  # the process that has checked the schema
         self._bypassed = False
         self._next_purge = float("-inf")
@@ -370,7 +386,8 @@ class SQLiteBackend(Backend):
     def close(self) -> None:
         with self._lock:
             self._generation += 1
-            conns, self._conns = self._conns, []
+            conns = self._conns[:]
+            self._conns.clear()  # the same list: the finalizer above holds it
             if self._ready_pid != _pid:
                 _inherited.extend(conns)  # a forked child's copies: see _inherited
                 return

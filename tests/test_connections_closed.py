@@ -1,9 +1,9 @@
-"""The disk backend closes every SQLite connection it opens: at thread end and on close().
+"""The disk and SQLite backends close every connection they open.
 
-diskcache opens one connection per thread, and every ``async def`` call reaches the
-store from a worker thread. Connections left for the garbage collector raise
+Both open one SQLite connection per thread, and every ``async def`` call reaches the
+store from a worker thread. A connection left to the garbage collector warns
 ``ResourceWarning: unclosed database`` on Python 3.13 (an error in suites that turn
-warnings into errors), and connections left open hold file descriptors.
+warnings into errors); one left open holds file descriptors.
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from llm_memo import llm_cached
 from llm_memo.backends.disk import DiskBackend
+from llm_memo.backends.sqlite import SQLiteBackend
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")
 
@@ -79,3 +81,29 @@ def test_async_calls_leave_no_unclosed_database(tmp_path: Path) -> None:
     assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
     assert _open_files(tmp_path / "store") == []
     assert sorted(set(computed)) == [0, 1, 2, 3]
+
+
+def _open_backend(kind: str, where: Path) -> Any:
+    return DiskBackend(where) if kind == "disk" else SQLiteBackend(where / "c.sqlite3")
+
+
+@pytest.mark.parametrize("kind", ["disk", "sqlite"])
+def test_a_backend_dropped_without_close_closes_its_connections(kind: str, tmp_path: Path) -> None:
+    backend = _open_backend(kind, tmp_path / "store")
+
+    @llm_cached(backend=backend)
+    async def ask(i: int) -> int:
+        return i * 2
+
+    async def main(ask: Any) -> list[int]:
+        return await asyncio.gather(*(ask(i % 4) for i in range(20)))
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert asyncio.run(main(ask)) == [i % 4 * 2 for i in range(20)]  # worker threads, ended
+        backend.set("ns", "k", b"v", None)  # and from this thread, which goes on
+        ask.self_reference = ask  # type: ignore[attr-defined]  # a cycle: only the GC frees it
+        del backend, ask
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+    assert _open_files(tmp_path / "store") == []
