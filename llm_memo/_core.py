@@ -1,7 +1,8 @@
 """The memo logic, written once: build key, look up, decide, call, store, count.
 
-The sync and async drivers (and the streaming ones in ``_stream``) are short
-loops around these steps that differ only in how they wait for I/O.
+:meth:`Memo.plan` decides what a call does (``_plan``); the sync and async drivers
+here (and the streaming ones in ``_stream``) carry the plan out and differ only in
+how they wait for I/O.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ._identity import Identity, default_namespace
 from ._lease import apeek, lease_async, lease_sync, peek
 from ._log import log, warn_limited
 from ._options import Options
+from ._plan import POLICIES, Plan
 from ._secrets import pepper as _pepper
 from .backends import MISS, Backend, from_url
 from .errors import BackendError, CacheMiss, CorruptEntry, MissingExtra, UncacheableArgument, UnstorableResult
@@ -631,33 +633,46 @@ class Memo:
 
     # ---------------------------------------------------------------- drivers
 
-    def call_sync(self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        started = time.perf_counter()
-        mode = effective_mode(self.mode)
-        if mode == "off":
-            return wrapped(*args, **kwargs)
+    def plan(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Plan | None:
+        """What this call does; None when it runs uncached (mode "off", or arguments that do not bind)."""
+        policy = POLICIES[effective_mode(self.mode)]
+        if not policy.cache:
+            return None
         call = self.prepare(instance, args, kwargs)
         if call is None:
-            return wrapped(*args, **kwargs)  # raises the function's own TypeError
+            return None
+        lease = self.lease if policy.lease else None
+        return Plan(call, policy.lookup, policy.replay, policy.store, lease)
+
+    def on_miss(self, plan: Plan) -> None:
+        """A lookup of ``plan`` missed: in replay mode that is the end of the call."""
+        if plan.replay:
+            raise self.replay_miss(plan.call)
+
+    def call_sync(self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        started = time.perf_counter()
+        plan = self.plan(instance, args, kwargs)
+        if plan is None:
+            return wrapped(*args, **kwargs)  # unbindable arguments raise the function's own TypeError
+        call = plan.call
         mark = self.flights.mark()
-        if mode != "refresh":
+        if plan.lookup:
             value = self.lookup(call, started)
             if value is not MISS:
                 return value
-            if mode == "replay":
-                raise self.replay_miss(call)
+            self.on_miss(plan)
 
         def compute() -> Any:
             began = time.perf_counter()
             result = wrapped(*call.args, **call.kwargs)
             cost = time.perf_counter() - began
-            self.missed(call, cost, self.store(call, result, cost=cost) if mode != "readonly" else None)
+            self.missed(call, cost, self.store(call, result, cost=cost) if plan.store else None)
             return result
 
         def lead() -> Any:
             # Only when a flight of this key ended since our lookup: it may have stored
             # the result after we missed (saves a second read, a round trip on Redis).
-            if mode != "refresh" and self.flights.landed_since(call.key, mark):
+            if plan.lookup and self.flights.landed_since(call.key, mark):
                 stored = peek(self, call)
                 if stored is not MISS:
                     self.count("coalesced")
@@ -665,8 +680,8 @@ class Memo:
             return compute()
 
         run = lead
-        if self.lease is not None and mode == "readwrite":
-            run = functools.partial(lease_sync, self, call, self.lease, compute)  # it peeks too
+        if plan.lease is not None:
+            run = functools.partial(lease_sync, self, call, plan.lease, compute)  # it peeks too
         value, led = self.flights.run(call.key, run, self.fresh_copy)
         if not led:
             self.count("coalesced")
@@ -674,30 +689,27 @@ class Memo:
 
     async def call_async(self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
         started = time.perf_counter()
-        mode = effective_mode(self.mode)
-        if mode == "off":
+        plan = self.plan(instance, args, kwargs)
+        if plan is None:
             return await wrapped(*args, **kwargs)
-        call = self.prepare(instance, args, kwargs)
-        if call is None:
-            return await wrapped(*args, **kwargs)
+        call = plan.call
         mark = self.aflights.mark()
-        if mode != "refresh":
+        if plan.lookup:
             value = await self.alookup(call, started)
             if value is not MISS:
                 return value
-            if mode == "replay":
-                raise self.replay_miss(call)
+            self.on_miss(plan)
 
         async def compute() -> Any:
             began = time.perf_counter()
             result = await wrapped(*call.args, **call.kwargs)
             cost = time.perf_counter() - began
-            stored = await self.astore(call, result, cost=cost) if mode != "readonly" else None
+            stored = await self.astore(call, result, cost=cost) if plan.store else None
             self.missed(call, cost, stored)
             return result
 
         async def alead() -> Any:
-            if mode != "refresh" and self.aflights.landed_since(call.key, mark):
+            if plan.lookup and self.aflights.landed_since(call.key, mark):
                 stored = await apeek(self, call)
                 if stored is not MISS:
                     self.count("coalesced")
@@ -705,8 +717,8 @@ class Memo:
             return await compute()
 
         arun = alead
-        if self.lease is not None and mode == "readwrite":
-            arun = functools.partial(lease_async, self, call, self.lease, compute)
+        if plan.lease is not None:
+            arun = functools.partial(lease_async, self, call, plan.lease, compute)
         value, led = await self.aflights.run(call.key, arun, self.fresh_copy)
         if not led:
             self.count("coalesced")
