@@ -18,7 +18,7 @@ import wrapt
 
 from ._config import Mode
 from ._core import CacheInfo, Memo
-from ._options import OPTION_NAMES, Options
+from ._options import Options
 
 __all__ = ["CachedFunction", "llm_cached"]
 
@@ -138,7 +138,6 @@ class _CachedWrapper(wrapt.FunctionWrapper[Any, Any]):
             "isolate_credentials": memo.pepper is not None,
             "clock": memo.clock,
         }
-        assert tuple(resolved) == OPTION_NAMES
         return resolved
 
     def with_options(self, **options: Any) -> Any:

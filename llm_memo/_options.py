@@ -93,20 +93,15 @@ class Options:
         value = getattr(self, name)
         return default if value is UNSET else value
 
-    def given(self) -> dict[str, Any]:
-        """The options that were set, by name."""
-        return {name: getattr(self, name) for name in OPTION_NAMES if getattr(self, name) is not UNSET}
-
 
 OPTION_NAMES: Final = tuple(f.name for f in dataclasses.fields(Options))
 
 
-def check_names(caller: str, options: Iterable[str], accepted: Iterable[str] = OPTION_NAMES) -> None:
-    """Raise ``TypeError`` for the first name not in ``accepted``, suggesting the closest one."""
-    valid = tuple(accepted)
+def check_names(caller: str, options: Iterable[str]) -> None:
+    """Raise ``TypeError`` for the first name that is not an option, suggesting the closest one."""
     for name in options:
-        if name in valid:
+        if name in OPTION_NAMES:
             continue
-        close = difflib.get_close_matches(name, valid, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"the options are {', '.join(valid)}"
+        close = difflib.get_close_matches(name, OPTION_NAMES, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"the options are {', '.join(OPTION_NAMES)}"
         raise TypeError(f"{caller}() got an unexpected option {name!r}; {hint}")
