@@ -180,13 +180,13 @@ def configure(
     ``store_material=False`` stops storing key material beside entries (used by
     ``llm-memo explain``).
     """
-    if ttl is not UNSET:
-        parse_ttl(ttl)
-    if mode is not UNSET:
-        check_mode(mode)
-    check_backend(backend)
-    check_strict(strict)
-    for name, value in (("backend", backend), ("ttl", ttl), ("mode", mode), ("strict", strict)):
+    from ._options import Options  # it builds on this module's checks
+
+    if mode is None:  # None is "not declared" on a decorator; here it names no mode
+        raise ValueError(f"mode=None: use one of {', '.join(MODES)}")
+    given = Options(backend=backend, ttl=ttl, mode=mode, strict=strict)
+    for name in ("backend", "ttl", "mode", "strict"):
+        value = getattr(given, name)
         if value is not UNSET:
             setattr(settings, name, value)
     if store_material is not None:

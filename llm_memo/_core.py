@@ -1,7 +1,8 @@
 """The memo logic, written once: build key, look up, decide, call, store, count.
 
-The sync and async drivers (and the streaming ones in ``_stream``) are short
-loops around these steps that differ only in how they wait for I/O.
+:meth:`Memo.plan` decides what a call does (``_plan``); the sync and async drivers
+here (and the streaming ones in ``_stream``) carry the plan out and differ only in
+how they wait for I/O.
 """
 
 from __future__ import annotations
@@ -14,19 +15,21 @@ import threading
 import time
 import typing
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import orjson
 
 from . import _config
 from ._binding import Binder, materialize
-from ._config import UNSET, Mode, check_mode, effective_mode, parse_ttl, settings
+from ._config import UNSET, Mode, effective_mode, settings
 from ._events import CallEvent, StoreOutcome, emit, listening, tokens_of
 from ._flight import AsyncFlights, Flights
 from ._identity import Identity, default_namespace
 from ._lease import apeek, lease_async, lease_sync, peek
 from ._log import log, warn_limited
+from ._options import Options
+from ._plan import POLICIES, Plan
 from ._secrets import pepper as _pepper
 from .backends import MISS, Backend, from_url
 from .errors import BackendError, CacheMiss, CorruptEntry, MissingExtra, UncacheableArgument, UnstorableResult
@@ -91,6 +94,9 @@ _RAW_ENTRY_OVERHEAD = 256
 _RAW_PATH_OVERHEAD = 96
 
 
+_NO_OPTIONS = Options()
+
+
 def all_memos() -> list[Memo]:
     """Every live cached function's memo (for process-wide stats)."""
     return list(_memos)
@@ -135,30 +141,12 @@ class Memo:
     #: The name of what is cached, when it is not ``func`` itself (an SDK endpoint).
     label: str | None = None
 
-    def __init__(
-        self,
-        func: Callable[..., Any],
-        *,
-        backend: Any = UNSET,
-        ttl: Any = UNSET,
-        namespace: str | None = None,
-        version: Any = None,
-        ignore: Iterable[str] = (),
-        key: Callable[..., Any] | None = None,
-        strict: Any = UNSET,
-        mode: Mode | None = None,
-        cache_if: Callable[[Any], bool] | None = None,
-        samples: int | None = None,
-        lease: Any = None,
-        types: Iterable[type] = (),
-        isolate_credentials: bool | str | bytes = False,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1):
-            raise ValueError(f"samples={samples!r}: expected a positive int, or None for one result per key")
-        self.samples = samples
+    def __init__(self, func: Callable[..., Any], options: Options = _NO_OPTIONS) -> None:
+        # The values were checked (and normalised) when ``options`` was built.
+        self.options = options
+        self.samples: int | None = options.get("samples", None)
         #: Cross-process single-flight: seconds a lease on a missed key lives (None: off).
-        self.lease = parse_ttl(lease, name="lease")
+        self.lease: float | None = options.get("lease", None)
         self._turns: dict[str, int] = {}
         self._raw_keys: dict[bytes, tuple[str, bytes, int, tuple[Path, ...], tuple[Path, ...]]] = {}
         self._raw_size = 0
@@ -169,27 +157,25 @@ class Memo:
         self.flights = Flights()
         self.aflights = AsyncFlights()
         self.func = func
-        self.namespace = namespace or default_namespace(func)
+        self.namespace: str = options.get("namespace", None) or default_namespace(func)
+        version = options.get("version", None)
         self.version = version
-        self._version = canonical(version)  # fails fast on an unencodable version
+        self._version = canonical(version)
         # The code is the version unless the user pins one.
         self.identity = Identity(func, code=version is None)
-        self.ignore = tuple(ignore)
-        self.key_fn = key
+        self.ignore: tuple[str, ...] = options.get("ignore", ())
+        self.key_fn: Callable[..., Any] | None = options.get("key", None)
         #: With ``isolate_credentials``: the HMAC key credentials are keyed by (else left out).
-        self.pepper = _pepper(isolate_credentials)
-        self.cache_if = cache_if
-        self.clock = clock
-        self.mode = check_mode(mode) if mode is not None else None
-        self._extra_types = tuple(types)
+        self.pepper = _pepper(options.get("isolate_credentials", False))
+        self.cache_if: Callable[[Any], bool] | None = options.get("cache_if", None)
+        self.clock: Callable[[], float] = options.get("clock", time.time)
+        self.mode: Mode | None = options.get("mode", None)
+        self._extra_types: tuple[type, ...] = options.get("types", ())
         self._types: TypeRegistry | None = None
         # Under a functools.wraps decorator the signature is the inner function's,
         # whose arguments the decorator may supply: bind leniently.
         wraps = getattr(func, "__wrapped__", None) is not None
         self.binder = Binder(inspect.signature(func), self.ignore, func, lenient=wraps)
-        self._opt_backend = backend
-        self._opt_ttl = parse_ttl(ttl) if ttl is not UNSET else UNSET
-        self._opt_strict = strict
         self._generation = -1
         self._backend: Backend | None = None
         self._ttl: float | None = None
@@ -203,20 +189,21 @@ class Memo:
     def _refresh(self) -> None:
         """Resolve options left to the defaults; again after every configure()."""
         gen = settings.generation
-        spec = self._opt_backend if self._opt_backend is not UNSET else _config.default_backend_spec()
+        opt_backend = self.options.backend
+        spec = opt_backend if opt_backend is not UNSET else _config.default_backend_spec()
         try:
             self._backend = resolve_backend(spec)
         except (ImportError, TypeError, ValueError) as exc:
-            from_env = self._opt_backend is UNSET and settings.backend is UNSET
+            from_env = opt_backend is UNSET and settings.backend is UNSET
             if not from_env or spec == _config.DEFAULT_BACKEND:
                 raise
             # Well-formed, yet unusable (the redis extra missing, ...): the environment
             # must not break every call, so the default applies, with one warning.
             _config.env_invalid("LLM_MEMO_BACKEND", spec, str(exc), f"the {_config.DEFAULT_BACKEND} backend")
             self._backend = resolve_backend(_config.DEFAULT_BACKEND)
-        opt_ttl = self._opt_ttl
+        opt_ttl, opt_strict = self.options.ttl, self.options.strict
         self._ttl = opt_ttl if opt_ttl is None or isinstance(opt_ttl, float) else _config.default_ttl()
-        self._strict = bool(self._opt_strict) if self._opt_strict is not UNSET else _config.default_strict()
+        self._strict = bool(opt_strict) if opt_strict is not UNSET else _config.default_strict()
         self._generation = gen
 
     @property
@@ -646,33 +633,46 @@ class Memo:
 
     # ---------------------------------------------------------------- drivers
 
-    def call_sync(self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        started = time.perf_counter()
-        mode = effective_mode(self.mode)
-        if mode == "off":
-            return wrapped(*args, **kwargs)
+    def plan(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Plan | None:
+        """What this call does; None when it runs uncached (mode "off", or arguments that do not bind)."""
+        policy = POLICIES[effective_mode(self.mode)]
+        if not policy.cache:
+            return None
         call = self.prepare(instance, args, kwargs)
         if call is None:
-            return wrapped(*args, **kwargs)  # raises the function's own TypeError
+            return None
+        lease = self.lease if policy.lease else None
+        return Plan(call, policy.lookup, policy.replay, policy.store, lease)
+
+    def on_miss(self, plan: Plan) -> None:
+        """A lookup of ``plan`` missed: in replay mode that is the end of the call."""
+        if plan.replay:
+            raise self.replay_miss(plan.call)
+
+    def call_sync(self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        started = time.perf_counter()
+        plan = self.plan(instance, args, kwargs)
+        if plan is None:
+            return wrapped(*args, **kwargs)  # unbindable arguments raise the function's own TypeError
+        call = plan.call
         mark = self.flights.mark()
-        if mode != "refresh":
+        if plan.lookup:
             value = self.lookup(call, started)
             if value is not MISS:
                 return value
-            if mode == "replay":
-                raise self.replay_miss(call)
+            self.on_miss(plan)
 
         def compute() -> Any:
             began = time.perf_counter()
             result = wrapped(*call.args, **call.kwargs)
             cost = time.perf_counter() - began
-            self.missed(call, cost, self.store(call, result, cost=cost) if mode != "readonly" else None)
+            self.missed(call, cost, self.store(call, result, cost=cost) if plan.store else None)
             return result
 
         def lead() -> Any:
             # Only when a flight of this key ended since our lookup: it may have stored
             # the result after we missed (saves a second read, a round trip on Redis).
-            if mode != "refresh" and self.flights.landed_since(call.key, mark):
+            if plan.lookup and self.flights.landed_since(call.key, mark):
                 stored = peek(self, call)
                 if stored is not MISS:
                     self.count("coalesced")
@@ -680,8 +680,8 @@ class Memo:
             return compute()
 
         run = lead
-        if self.lease is not None and mode == "readwrite":
-            run = functools.partial(lease_sync, self, call, self.lease, compute)  # it peeks too
+        if plan.lease is not None:
+            run = functools.partial(lease_sync, self, call, plan.lease, compute)  # it peeks too
         value, led = self.flights.run(call.key, run, self.fresh_copy)
         if not led:
             self.count("coalesced")
@@ -689,30 +689,27 @@ class Memo:
 
     async def call_async(self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
         started = time.perf_counter()
-        mode = effective_mode(self.mode)
-        if mode == "off":
+        plan = self.plan(instance, args, kwargs)
+        if plan is None:
             return await wrapped(*args, **kwargs)
-        call = self.prepare(instance, args, kwargs)
-        if call is None:
-            return await wrapped(*args, **kwargs)
+        call = plan.call
         mark = self.aflights.mark()
-        if mode != "refresh":
+        if plan.lookup:
             value = await self.alookup(call, started)
             if value is not MISS:
                 return value
-            if mode == "replay":
-                raise self.replay_miss(call)
+            self.on_miss(plan)
 
         async def compute() -> Any:
             began = time.perf_counter()
             result = await wrapped(*call.args, **call.kwargs)
             cost = time.perf_counter() - began
-            stored = await self.astore(call, result, cost=cost) if mode != "readonly" else None
+            stored = await self.astore(call, result, cost=cost) if plan.store else None
             self.missed(call, cost, stored)
             return result
 
         async def alead() -> Any:
-            if mode != "refresh" and self.aflights.landed_since(call.key, mark):
+            if plan.lookup and self.aflights.landed_since(call.key, mark):
                 stored = await apeek(self, call)
                 if stored is not MISS:
                     self.count("coalesced")
@@ -720,8 +717,8 @@ class Memo:
             return await compute()
 
         arun = alead
-        if self.lease is not None and mode == "readwrite":
-            arun = functools.partial(lease_async, self, call, self.lease, compute)
+        if plan.lease is not None:
+            arun = functools.partial(lease_async, self, call, plan.lease, compute)
         value, led = await self.aflights.run(call.key, arun, self.fresh_copy)
         if not led:
             self.count("coalesced")

@@ -8,6 +8,7 @@ The helpers are methods of a ``FunctionWrapper`` subclass and of its matching
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable, Iterable
 from datetime import timedelta
@@ -15,8 +16,9 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 import wrapt
 
-from ._config import UNSET, Mode, check_backend, check_strict
+from ._config import Mode
 from ._core import CacheInfo, Memo
+from ._options import Options
 
 __all__ = ["CachedFunction", "llm_cached"]
 
@@ -93,7 +95,7 @@ def _driver(memo: Memo, func: Any) -> Callable[..., Any]:
 
 
 class _CachedWrapper(wrapt.FunctionWrapper[Any, Any]):
-    def __init__(self, wrapped: Any, memo: Memo, options: dict[str, Any]) -> None:
+    def __init__(self, wrapped: Any, memo: Memo, options: Options) -> None:
         super().__init__(wrapped, _driver(memo, _target(wrapped)))
         self._self_memo = memo
         self._self_options = options
@@ -117,20 +119,31 @@ class _CachedWrapper(wrapt.FunctionWrapper[Any, Any]):
 
     def cache_parameters(self) -> dict[str, Any]:
         memo = self._self_memo
-        return {
+        resolved = {
             "backend": memo.backend.url,
             "ttl": memo.ttl,
             "namespace": memo.namespace,
             "version": memo.version,
             "ignore": memo.ignore,
+            "key": memo.key_fn,
             "strict": memo.strict,
+            # As declared: the mode a call runs in also depends on the environment
+            # and on ``with llm_memo.mode(...)`` at the time of the call.
             "mode": memo.mode,
+            "cache_if": memo.cache_if,
+            "samples": memo.samples,
             "lease": memo.lease,
+            "types": memo.options.get("types", ()),
+            # Whether credentials are keyed by a fingerprint; never the HMAC secret itself.
+            "isolate_credentials": memo.pepper is not None,
+            "clock": memo.clock,
         }
+        return resolved
 
     def with_options(self, **options: Any) -> Any:
-        merged = {**self._self_options, "namespace": self._self_memo.namespace, **options}
-        return llm_cached(**merged)(self.__wrapped__)
+        # The namespace is pinned, so the variant reads and writes the same entries.
+        base = dataclasses.replace(self._self_options, namespace=self._self_memo.namespace)
+        return _wrap(self.__wrapped__, base.replace("with_options", options))
 
 
 class _BoundCachedWrapper(wrapt.BoundFunctionWrapper[Any, Any]):
@@ -217,18 +230,15 @@ def llm_cached(func: Any = None, /, **options: Any) -> Any:
       secret string as the HMAC key) they are keyed by an HMAC fingerprint instead,
       so different credentials never share answers.
     """
+    checked = Options.of("llm_cached", options)
     if func is None:
-        return lambda f: _wrap(f, options)
+        return lambda f: _wrap(f, checked)
     if not callable(func) and not isinstance(func, classmethod | staticmethod):
         raise TypeError(
             f"llm_cached: expected a function, got {type(func).__qualname__}; use @llm_cached(...)"
         )
-    return _wrap(func, options)
+    return _wrap(func, checked)
 
 
-def _wrap(func: Any, options: dict[str, Any]) -> Any:
-    # A typo in code fails here, at decoration, not at the first call.
-    check_backend(options.get("backend", UNSET))
-    check_strict(options.get("strict", UNSET))
-    memo = Memo(_target(func), **options)
-    return _CachedWrapper(func, memo, options)
+def _wrap(func: Any, options: Options) -> Any:
+    return _CachedWrapper(func, Memo(_target(func), options), options)

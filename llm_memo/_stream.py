@@ -24,10 +24,10 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
 from typing import Any
 
-from ._config import Mode
 from ._core import Call, Memo
 from ._events import StoreOutcome
 from ._log import warn_limited
+from ._plan import Plan
 from .backends import MISS
 from .serialize import decode_value, dump_tree, verified_tree
 
@@ -322,17 +322,14 @@ class SyncStreamDriver:
         self.memo = memo
 
     def __call__(self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        mode = self.memo.current_mode()
-        if mode == "off":
+        plan = self.memo.plan(instance, args, kwargs)
+        if plan is None:
             return wrapped(*args, **kwargs)
-        call = self.memo.prepare(instance, args, kwargs)
-        if call is None:
-            return wrapped(*args, **kwargs)
-        return self._run(wrapped, call, mode)
+        return self._run(wrapped, plan)
 
-    def _run(self, wrapped: Callable[..., Any], call: Call, mode: Mode) -> Generator[Any, Any, Any]:
-        memo = self.memo
-        if mode != "refresh":
+    def _run(self, wrapped: Callable[..., Any], plan: Plan) -> Generator[Any, Any, Any]:
+        memo, call = self.memo, plan.call
+        if plan.lookup:
             entry = memo.lookup(call)
             if entry is not MISS:
                 items, returned = split(entry)
@@ -341,9 +338,8 @@ class SyncStreamDriver:
                 for item in items:  # noqa: UP028
                     yield item
                 return returned
-            if mode == "replay":
-                raise memo.replay_miss(call)
-        recorder = Recorder(memo, call, enabled=mode != "readonly")
+            memo.on_miss(plan)
+        recorder = Recorder(memo, call, enabled=plan.store)
         return (yield from recorded(wrapped(*call.args, **call.kwargs), recorder))
 
 
@@ -354,25 +350,21 @@ class AsyncStreamDriver:
         self.memo = memo
 
     def __call__(self, wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        mode = self.memo.current_mode()
-        if mode == "off":
+        plan = self.memo.plan(instance, args, kwargs)
+        if plan is None:
             return wrapped(*args, **kwargs)
-        call = self.memo.prepare(instance, args, kwargs)
-        if call is None:
-            return wrapped(*args, **kwargs)
-        return self._run(wrapped, call, mode)
+        return self._run(wrapped, plan)
 
-    async def _run(self, wrapped: Callable[..., Any], call: Call, mode: Mode) -> AsyncGenerator[Any, Any]:
-        memo = self.memo
-        if mode != "refresh":
+    async def _run(self, wrapped: Callable[..., Any], plan: Plan) -> AsyncGenerator[Any, Any]:
+        memo, call = self.memo, plan.call
+        if plan.lookup:
             entry = await memo.alookup(call)
             if entry is not MISS:
                 for item in split(entry)[0]:
                     yield item
                 return
-            if mode == "replay":
-                raise memo.replay_miss(call)
-        recorder = Recorder(memo, call, enabled=mode != "readonly")
+            memo.on_miss(plan)
+        recorder = Recorder(memo, call, enabled=plan.store)
         inner = arecorded(wrapped(*call.args, **call.kwargs), recorder)
         try:
             sent = None

@@ -130,7 +130,7 @@ class Gate:
         path = urlsplit(str(getattr(options, "url", ""))).path
         name = f"{self.spec.package} {str(getattr(options, 'method', '')).upper()} {path}"
         note_uncached(name)
-        if effective_mode(self.options.mode) == "replay":
+        if effective_mode(self.options.get("mode", None)) == "replay":
             raise CacheMiss(name, "-", namespace=self.spec.package, reason=reason)
         warn_limited(
             f"uncached:{name}",
@@ -142,7 +142,7 @@ class Gate:
     # ------------------------------------------------------------- drivers
 
     def call(self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if is_inside() or effective_mode(self.options.mode) == "off":
+        if is_inside() or effective_mode(self.options.get("mode", None)) == "off":
             return wrapped(*args, **kwargs)
         cast_to, options, stream, stream_cls = _request_args(args, kwargs)
         endpoint, reason = self.route(options)
@@ -176,7 +176,7 @@ class Gate:
         return endpoint._result(raw, parser, results)
 
     async def acall(self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if is_inside() or effective_mode(self.options.mode) == "off":
+        if is_inside() or effective_mode(self.options.get("mode", None)) == "off":
             return await wrapped(*args, **kwargs)
         cast_to, options, stream, stream_cls = _request_args(args, kwargs)
         endpoint, reason = self.route(options)

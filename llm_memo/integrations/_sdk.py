@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextvars
 import copy
+import dataclasses
 import functools
 import importlib
 import sys
@@ -44,9 +45,10 @@ from urllib.parse import urlsplit, urlunsplit
 import wrapt
 
 from .._binding import materialize
-from .._config import UNSET, Mode, check_backend, check_strict
+from .._config import UNSET, Mode, _Unset
 from .._core import CacheInfo, Call, Memo
 from .._log import warn_limited
+from .._options import Options
 from .._secrets import fingerprint as _hmac
 from .._secrets import is_secret_query_name as is_secret_name
 from .._secrets import pepper as _pepper
@@ -155,24 +157,6 @@ class SDKSpec:
         # There are several NotGiven/Omit instances: compare by type, never identity.
         types_module = importlib.import_module(f"{self.package}._types")
         return tuple(t for t in (getattr(types_module, n, None) for n in ("NotGiven", "Omit")) if t)
-
-
-@dataclass(frozen=True)
-class Options:
-    """The options of ``patch_openai()`` / ``patch_anthropic()``."""
-
-    backend: Any = UNSET
-    ttl: Any = UNSET
-    mode: Mode | None = None
-    strict: Any = UNSET
-    version: Any = None
-    ignore: frozenset[str] | None = None
-    cache_if: Callable[[Any], bool] | None = None
-    isolate_credentials: bool | str | bytes = False
-
-    def __post_init__(self) -> None:
-        check_backend(self.backend)  # a typo fails at patch time, not at the first SDK call
-        check_strict(self.strict)
 
 
 # ----------------------------------------------------------------------- key helpers
@@ -327,20 +311,17 @@ class Endpoint:
 
     def configure(self, options: Options) -> None:
         """(Re)build the memo; ``patch_*()`` called again changes the options in place."""
-        self.ignore = self.spec.ignore if options.ignore is None else frozenset(options.ignore)
-        self.pepper = _pepper(options.isolate_credentials)
-        self.memo = Memo(
-            _answer,
-            namespace=self.target.endpoint,
-            backend=options.backend,
-            ttl=options.ttl,
-            mode=options.mode,
-            strict=options.strict,
-            version=options.version,
-            cache_if=options.cache_if or answer_is_complete,
-            # Credentials in the kwargs (extra_body={"api_key": ...}) as the client's.
-            isolate_credentials=options.isolate_credentials,
+        ignore = options.ignore
+        self.ignore = self.spec.ignore if isinstance(ignore, _Unset) else frozenset(ignore)
+        # Credentials in the kwargs (extra_body={"api_key": ...}) as the client's.
+        self.pepper = _pepper(options.get("isolate_credentials", False))
+        cache_if = options.get("cache_if", None) or answer_is_complete
+        # ``ignore`` names the SDK's kwargs, which normalise() drops: the memo's one
+        # argument is the key material.
+        memo_options = dataclasses.replace(
+            options, ignore=UNSET, namespace=self.target.endpoint, cache_if=cache_if
         )
+        self.memo = Memo(_answer, memo_options)
         self.memo.label = self.target.endpoint
 
     def info(self) -> CacheInfo:

@@ -20,12 +20,14 @@ refused with ``CacheMiss`` in replay mode.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from datetime import timedelta
 from typing import Any
 
 from .._config import UNSET, Mode
 from .._core import CacheInfo
+from .._options import Options
 from ._gate import Gate
-from ._sdk import Options, Patcher, SDKSpec, Target, clean_url, header_subset, without_secrets
+from ._sdk import Patcher, SDKSpec, Target, clean_url, header_subset, without_secrets
 
 __all__ = ["DEFAULT_IGNORE", "cache_info", "patch_anthropic", "unpatch_anthropic"]
 
@@ -115,6 +117,8 @@ def patch_anthropic(
     ignore: Iterable[str] | None = None,
     cache_if: Callable[[Any], bool] | None = None,
     isolate_credentials: bool | str | bytes = False,
+    samples: int | None = None,
+    lease: float | str | timedelta | None = None,
     defer: bool = True,
 ) -> None:
     """Cache the Anthropic SDK's message calls in this process.
@@ -128,9 +132,11 @@ def patch_anthropic(
         mode=mode,
         strict=strict,
         version=version,
-        ignore=None if ignore is None else frozenset(ignore),
+        ignore=UNSET if ignore is None else frozenset(ignore),
         cache_if=cache_if,
         isolate_credentials=isolate_credentials,
+        samples=samples,
+        lease=lease,
     )
     _patcher.patch(options, defer=defer)
 

@@ -64,6 +64,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, Generati
 from .._config import UNSET, Mode
 from .._core import CacheInfo, Call, Memo
 from .._log import warn_limited
+from .._options import Options
 from ..backends import MISS, Backend
 from ..errors import UnstorableResult
 
@@ -180,15 +181,10 @@ class LLMMemoCache(BaseCache):
         strict: Any = UNSET,
         cache_if: Callable[[Sequence[Generation]], bool] | None = None,
     ) -> None:
-        self._memo = Memo(
-            _langchain_call,
-            backend=backend,
-            ttl=ttl,
-            namespace=namespace,
-            version=version,
-            mode=mode,
-            strict=strict,
+        options = Options(
+            backend=backend, ttl=ttl, namespace=namespace, version=version, mode=mode, strict=strict
         )
+        self._memo = Memo(_langchain_call, options)
         self._memo.label = self._memo.namespace
         self._cache_if = cache_if
         self._pending: dict[str, float] = {}

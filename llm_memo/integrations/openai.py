@@ -26,12 +26,14 @@ endpoints; they are counted in ``llm_memo.stats().uncached``, and refused with
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from datetime import timedelta
 from typing import Any
 
 from .._config import UNSET, Mode
 from .._core import CacheInfo
+from .._options import Options
 from ._gate import Gate
-from ._sdk import Options, Patcher, SDKSpec, Target, clean_url, header_subset, is_secret_name, without_secrets
+from ._sdk import Patcher, SDKSpec, Target, clean_url, header_subset, is_secret_name, without_secrets
 
 __all__ = ["DEFAULT_IGNORE", "cache_info", "patch_openai", "unpatch_openai"]
 
@@ -175,11 +177,14 @@ def patch_openai(
     ignore: Iterable[str] | None = None,
     cache_if: Callable[[Any], bool] | None = None,
     isolate_credentials: bool | str | bytes = False,
+    samples: int | None = None,
+    lease: float | str | timedelta | None = None,
     defer: bool = True,
 ) -> None:
     """Cache the OpenAI SDK's calls in this process (see the module docstring).
 
-    ``backend``, ``ttl``, ``mode``, ``strict`` and ``version`` work as in
+    ``backend``, ``ttl``, ``mode``, ``strict``, ``version``, ``samples`` and ``lease``
+    (non-streaming calls only) work as in
     :func:`llm_memo.llm_cached` (unset ones follow :func:`llm_memo.configure` and the
     ``LLM_MEMO_*`` environment). Other options:
 
@@ -203,9 +208,11 @@ def patch_openai(
         mode=mode,
         strict=strict,
         version=version,
-        ignore=None if ignore is None else frozenset(ignore),
+        ignore=UNSET if ignore is None else frozenset(ignore),
         cache_if=cache_if,
         isolate_credentials=isolate_credentials,
+        samples=samples,
+        lease=lease,
     )
     _patcher.patch(options, defer=defer)
 
