@@ -332,7 +332,9 @@ async def test_async_redis_beyond_the_pool_size_waits_for_connections(
 ) -> None:
     from llm_memo.backends.redis import RedisBackend
 
-    backend = RedisBackend(redis_url, prefix="backpressure")
+    # Long timeouts: this is about the pool, and a loaded machine (several suites at once
+    # on two cores) can be slow to answer 300 commands without anything being wrong.
+    backend = RedisBackend(redis_url, prefix="backpressure", socket_timeout=15.0, connect_timeout=15.0)
     computed: list[int] = []
 
     @llm_cached(backend=backend, namespace="backpressure")
