@@ -54,6 +54,7 @@ class TieredBackend(Backend):
         self.url = "(" + ", ".join(t.url for t in self.tiers) + ")"
         # `blocking` is a class attribute on Backend; this instance blocks if any tier does.
         vars(self)["blocking"] = any(t.blocking for t in self.tiers)
+        vars(self)["atomic_add"] = self.tiers[-1].atomic_add
 
     # ---------------------------------------------------------------- helpers
 
@@ -115,14 +116,7 @@ class TieredBackend(Backend):
 
     def add(self, namespace: str, key: str, value: bytes, ttl: float | None) -> bool:
         """Set-if-absent on the last (shared) tier: leases coordinate through it."""
-        shared = self.tiers[-1]
-        add = getattr(shared, "add", None)
-        if callable(add):
-            return bool(add(namespace, key, value, ttl))
-        if shared.get(namespace, key) is not MISS:
-            return False
-        shared.set(namespace, key, value, ttl)
-        return shared.get(namespace, key) == value
+        return self.tiers[-1].add(namespace, key, value, ttl)
 
     def get(self, namespace: str, key: str) -> bytes | Miss:
         error: BaseException | None = None
@@ -204,6 +198,9 @@ class TieredBackend(Backend):
         if not answered and error is not None:
             raise error
         return MISS
+
+    async def aadd(self, namespace: str, key: str, value: bytes, ttl: float | None) -> bool:
+        return await self.tiers[-1].aadd(namespace, key, value, ttl)
 
     async def aset(self, namespace: str, key: str, value: bytes, ttl: float | None) -> None:
         await self._aeach("set", lambda i, t: t.aset(namespace, key, value, self._ttl_for(i, ttl)))
