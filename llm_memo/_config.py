@@ -101,7 +101,7 @@ def check_strict(value: Any) -> Any:
 
 def check_backend(spec: Any) -> Any:
     """``spec`` if it can name a backend (checked by its form; nothing is opened)."""
-    from .backends import Backend, check_url
+    from .backends import Backend, check_store, check_url
 
     if spec is UNSET or isinstance(spec, Backend):
         return spec
@@ -113,9 +113,7 @@ def check_backend(spec: Any) -> Any:
         for tier in spec:
             check_backend(tier)
         return spec
-    if all(callable(getattr(spec, m, None)) for m in ("get", "set", "delete", "clear")):
-        return spec
-    raise TypeError(f"backend={spec!r}: expected a URL string like 'disk' or 'redis://...', or a Backend")
+    return check_store(spec)
 
 
 # ------------------------------------------------------------------- the environment

@@ -457,6 +457,6 @@ def explain(
 
 def _backend(spec: Backend | str | None) -> Backend:
     from ._config import default_backend_spec
-    from ._core import resolve_backend
+    from .backends import resolve_backend
 
     return resolve_backend(default_backend_spec() if spec is None else spec)
