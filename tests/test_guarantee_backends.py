@@ -99,3 +99,20 @@ def test_an_object_missing_store_methods_is_refused_naming_them() -> None:
 
     with pytest.raises(TypeError, match=r"no delete\(\), clear\(\)"):
         llm_cached(backend=Half())(ask)
+
+
+def test_stores_read_expiry_and_fingerprint_through_serialize_only() -> None:
+    from llm_memo.errors import CorruptEntry
+    from llm_memo.serialize import entry_expiry, entry_fingerprint, pack_entry
+
+    fp = bytes(range(16))
+    data = pack_entry(b'"v"', fp, 100.0, 200.0, b"{}")
+    assert entry_expiry(data) == 200.0
+    assert entry_expiry(pack_entry(b'"v"', fp, 100.0, None)) is None
+    assert entry_fingerprint(data) == fp
+    torn = data[:-1] + bytes([data[-1] ^ 1])
+    for read in (entry_expiry, entry_fingerprint):
+        with pytest.raises(CorruptEntry):
+            read(torn)
+        with pytest.raises(CorruptEntry):
+            read(b"not an entry")

@@ -2,7 +2,7 @@
 
 Reads go through the tiers in order; a hit in a slower tier is copied into every
 faster one (so the next read of a hot key is a memory hit), with a TTL no longer
-than the entry's remaining lifetime, read from the entry's own header. Writes,
+than the entry's remaining lifetime (:func:`llm_memo.serialize.entry_expiry`). Writes,
 deletes and clears go to every tier. A tier that fails is logged (rate-limited)
 and skipped: the others carry on, and only when every tier fails does the
 operation fail.
@@ -21,7 +21,7 @@ from typing import TypeVar
 
 from .._log import warn_limited
 from ..errors import CorruptEntry
-from ..serialize import read_entry
+from ..serialize import entry_expiry
 from .base import MISS, Backend, Miss, StoredEntry
 
 __all__ = ["TieredBackend"]
@@ -77,7 +77,7 @@ class TieredBackend(Backend):
     def _remaining(self, value: bytes) -> tuple[bool, float | None]:
         """(may copy up, TTL to copy with), from the entry's own expiry."""
         try:
-            expires = read_entry(value).expires
+            expires = entry_expiry(value)
         except CorruptEntry:
             return False, None  # not an entry: its lifetime is unknown, so never copy it up
         if expires is None:
