@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from ._log import log
+from ._sentinel import Sentinel
 
 __all__ = ["MODES", "UNSET", "Mode", "configure", "mode", "parse_ttl"]
 
@@ -37,14 +38,8 @@ Mode = Literal["readwrite", "readonly", "refresh", "replay", "off"]
 MODES: Final = ("readwrite", "readonly", "refresh", "replay", "off")
 
 
-class _Unset:
+class _Unset(Sentinel, name="UNSET"):
     """The type of :data:`UNSET`: "option not given", so ``ttl=None`` can mean "never expires"."""
-
-    def __repr__(self) -> str:
-        return "UNSET"
-
-    def __bool__(self) -> bool:
-        return False
 
 
 UNSET: Final = _Unset()

@@ -116,3 +116,17 @@ def test_stores_read_expiry_and_fingerprint_through_serialize_only() -> None:
             read(torn)
         with pytest.raises(CorruptEntry):
             read(b"not an entry")
+
+
+def test_markers_are_falsy_named_and_kept_by_copy() -> None:
+    import copy
+
+    from llm_memo import MISS
+    from llm_memo._config import UNSET
+    from llm_memo.explain import ABSENT
+
+    for marker, name in ((MISS, "MISS"), (UNSET, "UNSET"), (ABSENT, "ABSENT")):
+        assert not marker and repr(marker) == name
+        assert copy.copy(marker) is marker and copy.deepcopy({"option": marker})["option"] is marker
+        assert type(marker)() is marker
+    assert len({id(MISS), id(UNSET), id(ABSENT)}) == 3

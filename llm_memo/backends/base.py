@@ -18,27 +18,13 @@ import abc
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, Final, NamedTuple, TypeVar
 
+from .._sentinel import Sentinel
+
 __all__ = ["MISS", "Backend", "Miss", "StoredEntry"]
 
 
-class Miss:
+class Miss(Sentinel, name="MISS"):
     """The type of :data:`MISS`. ``None`` is a value that can be cached; MISS is not."""
-
-    _instance: ClassVar[Miss | None] = None
-
-    def __new__(cls) -> Miss:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "MISS"
-
-    def __bool__(self) -> bool:
-        return False
-
-    def __reduce__(self) -> str:
-        return "MISS"
 
 
 #: Returned by ``get`` when there is no entry.
