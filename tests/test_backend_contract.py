@@ -289,9 +289,7 @@ def test_atomic_add_has_exactly_one_winner_among_threads(store: Store) -> None:
     b = store.backend
     if not b.atomic_add:
         assert store.kind == "cassette", "every store but the cassette does set-if-absent atomically"
-        pytest.skip(
-            "a cassette is a recording, written by one test run: its add() is the best-effort emulation"
-        )
+        pytest.skip("a cassette holds recorded answers, not leases: its add() is the best-effort emulation")
     start = threading.Barrier(8)
     wins: list[bool] = []
 
