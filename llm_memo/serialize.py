@@ -595,10 +595,15 @@ def pack_entry(
 
 def unpack_entry(data: bytes, fingerprint: bytes | None) -> EntryHeader:
     """Check and open an entry. ``fingerprint=None`` skips only the key check (tools)."""
-    _check_envelope(data)
+    # The checks are written out here, not called: this runs on every hit.
+    if type(data) is not bytes:  # a hand-edited SQLite row can hold an int, a float, text or NULL
+        raise CorruptEntry(f"stored value is {type(data).__name__}, not bytes")
+    if len(data) < _HEADER_SIZE or data[_MAGIC_PART] != _MAGIC:
+        raise CorruptEntry(_NOT_AN_ENTRY)
     if fingerprint is not None and data[_FINGERPRINT] != fingerprint:
         raise CorruptEntry("key fingerprint mismatch: this entry belongs to another call")
-    _check_sum(data)
+    if _checksum(memoryview(data)[_BODY_START:]) != data[_CHECKSUM]:
+        raise CorruptEntry(_TORN)
     flags = data[_FLAGS]
     created = _from_f64(data[_CREATED])
     expires = _from_f64(data[_EXPIRES]) or None
@@ -642,15 +647,19 @@ def entry_fingerprint(data: bytes) -> bytes:
 
 
 def _check_envelope(data: bytes) -> None:
-    if type(data) is not bytes:  # a hand-edited SQLite row can hold an int, a float, text or NULL
+    if type(data) is not bytes:
         raise CorruptEntry(f"stored value is {type(data).__name__}, not bytes")
     if len(data) < _HEADER_SIZE or data[_MAGIC_PART] != _MAGIC:
-        raise CorruptEntry("not an llm_memo entry, or a different format version")
+        raise CorruptEntry(_NOT_AN_ENTRY)
 
 
 def _check_sum(data: bytes) -> None:
     if _checksum(memoryview(data)[_BODY_START:]) != data[_CHECKSUM]:
-        raise CorruptEntry("checksum mismatch: the entry is torn or was modified")
+        raise CorruptEntry(_TORN)
+
+
+_NOT_AN_ENTRY = "not an llm_memo entry, or a different format version"
+_TORN = "checksum mismatch: the entry is torn or was modified"
 
 
 def _inflate(data: bytes) -> bytes:
