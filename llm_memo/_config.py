@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from ._log import log
+from ._sentinel import Sentinel
 
 __all__ = ["MODES", "UNSET", "Mode", "configure", "mode", "parse_ttl"]
 
@@ -37,14 +38,8 @@ Mode = Literal["readwrite", "readonly", "refresh", "replay", "off"]
 MODES: Final = ("readwrite", "readonly", "refresh", "replay", "off")
 
 
-class _Unset:
+class _Unset(Sentinel, name="UNSET"):
     """The type of :data:`UNSET`: "option not given", so ``ttl=None`` can mean "never expires"."""
-
-    def __repr__(self) -> str:
-        return "UNSET"
-
-    def __bool__(self) -> bool:
-        return False
 
 
 UNSET: Final = _Unset()
@@ -101,7 +96,7 @@ def check_strict(value: Any) -> Any:
 
 def check_backend(spec: Any) -> Any:
     """``spec`` if it can name a backend (checked by its form; nothing is opened)."""
-    from .backends import Backend, check_url
+    from .backends import Backend, check_store, check_url
 
     if spec is UNSET or isinstance(spec, Backend):
         return spec
@@ -113,9 +108,7 @@ def check_backend(spec: Any) -> Any:
         for tier in spec:
             check_backend(tier)
         return spec
-    if all(callable(getattr(spec, m, None)) for m in ("get", "set", "delete", "clear")):
-        return spec
-    raise TypeError(f"backend={spec!r}: expected a URL string like 'disk' or 'redis://...', or a Backend")
+    return check_store(spec)
 
 
 # ------------------------------------------------------------------- the environment

@@ -31,7 +31,7 @@ from ._log import log, warn_limited
 from ._options import Options
 from ._plan import POLICIES, Plan
 from ._secrets import pepper as _pepper
-from .backends import MISS, Backend, from_url
+from .backends import MISS, Backend, resolve_backend
 from .errors import BackendError, CacheMiss, CorruptEntry, MissingExtra, UncacheableArgument, UnstorableResult
 from .keys import (
     Path,
@@ -100,22 +100,6 @@ _NO_OPTIONS = Options()
 def all_memos() -> list[Memo]:
     """Every live cached function's memo (for process-wide stats)."""
     return list(_memos)
-
-
-def resolve_backend(spec: Any) -> Backend:
-    if isinstance(spec, Backend):
-        return spec
-    if isinstance(spec, str):
-        return from_url(spec)
-    if isinstance(spec, tuple | list):
-        from .backends.tiered import TieredBackend
-
-        tiered: Backend = TieredBackend([resolve_backend(s) for s in spec])
-        return tiered
-    # Anything with the backend methods works too (duck typing), e.g. a user class.
-    if all(callable(getattr(spec, m, None)) for m in ("get", "set", "delete", "clear")):
-        return spec  # type: ignore[no-any-return]
-    raise TypeError(f"backend={spec!r}: expected a URL string like 'disk' or 'redis://...', or a Backend")
 
 
 def _return_annotation(func: Callable[..., Any]) -> Any:

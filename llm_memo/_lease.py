@@ -17,12 +17,12 @@ the call's) written with set-if-absent and a TTL of ``lease`` seconds. Then:
 Within one process the in-memory single-flight (``_flight``) already lets only one
 caller of a key reach this code, so the lease coordinates processes, not threads.
 
-Set-if-absent is the optional backend method ``add(namespace, key, value, ttl) ->
-bool`` (and ``aadd`` for a native async client). A backend without it gets a
-best-effort emulation (read, write, read back) that can let two processes call at
-once in a narrow race; a warning says so once. Backend faults fail open: the call
-goes ahead uncoordinated (or raises :class:`~llm_memo.errors.BackendError` in
-strict mode), never blocks.
+Set-if-absent is the backend method ``add(namespace, key, value, ttl) -> bool``
+(and its twin ``aadd``). A backend that cannot do it atomically (its
+``atomic_add`` is False) uses the interface's emulation (read, write, read back),
+which can let two processes call at once in a narrow race; a warning says so once.
+Backend faults fail open: the call goes ahead uncoordinated (or raises
+:class:`~llm_memo.errors.BackendError` in strict mode), never blocks.
 """
 
 from __future__ import annotations
@@ -88,14 +88,9 @@ class _Lease:
     # ------------------------------------------------------------ sync backend calls
 
     def try_take(self) -> bool:
-        add = getattr(self.backend, "add", None)
-        if callable(add):
-            return bool(add(self.namespace, self.key, self.token, self.ttl))
-        self.warn_emulated()
-        if self.backend.get(self.namespace, self.key) is not MISS:
-            return False
-        self.backend.set(self.namespace, self.key, self.token, self.ttl)
-        return bool(self.backend.get(self.namespace, self.key) == self.token)
+        if not self.backend.atomic_add:
+            self.warn_emulated()
+        return self.backend.add(self.namespace, self.key, self.token, self.ttl)
 
     def renew(self) -> bool:
         if self.backend.get(self.namespace, self.key) != self.token:
@@ -113,20 +108,9 @@ class _Lease:
     # ------------------------------------------------------------ async backend calls
 
     async def atry_take(self) -> bool:
-        aadd = getattr(self.backend, "aadd", None)
-        if callable(aadd):
-            return bool(await aadd(self.namespace, self.key, self.token, self.ttl))
-        if callable(getattr(self.backend, "add", None)) and self.backend.blocking:
-            import asyncio
-
-            return await asyncio.to_thread(self.try_take)
-        if callable(getattr(self.backend, "add", None)):
-            return self.try_take()
-        self.warn_emulated()
-        if await self.backend.aget(self.namespace, self.key) is not MISS:
-            return False
-        await self.backend.aset(self.namespace, self.key, self.token, self.ttl)
-        return bool(await self.backend.aget(self.namespace, self.key) == self.token)
+        if not self.backend.atomic_add:
+            self.warn_emulated()
+        return await self.backend.aadd(self.namespace, self.key, self.token, self.ttl)
 
     async def arenew(self) -> bool:
         if await self.backend.aget(self.namespace, self.key) != self.token:
@@ -163,7 +147,7 @@ class _Lease:
     def warn_emulated(self) -> None:
         warn_limited(
             f"lease-emulated:{self.backend.url}",
-            "llm_memo: %s has no add() (set-if-absent); the lease is best-effort and two "
+            "llm_memo: %s has no atomic add() (set-if-absent); the lease is best-effort and two "
             "processes may occasionally call at once",
             self.backend.url,
         )

@@ -51,6 +51,7 @@ from typing import Any, Literal
 import orjson
 
 from ._binding import Binder
+from ._sentinel import Sentinel
 from .backends import Backend
 from .errors import CorruptEntry
 from .keys import canonical, digest, key_material, material_bytes
@@ -73,14 +74,8 @@ __all__ = [
 DifferenceKind = Literal["changed", "added", "removed", "new kwarg", "dropped kwarg"]
 
 
-class _Absent:
+class _Absent(Sentinel, name="ABSENT"):
     """The value on the side of a difference where the path does not exist."""
-
-    def __repr__(self) -> str:
-        return "ABSENT"
-
-    def __bool__(self) -> bool:
-        return False
 
 
 #: ``Difference.stored`` / ``.call`` when the path is missing on that side.
@@ -457,6 +452,6 @@ def explain(
 
 def _backend(spec: Backend | str | None) -> Backend:
     from ._config import default_backend_spec
-    from ._core import resolve_backend
+    from .backends import resolve_backend
 
     return resolve_backend(default_backend_spec() if spec is None else spec)

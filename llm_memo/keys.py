@@ -81,6 +81,7 @@ __all__ = [
     "raw_json",
     "raw_matches",
     "register_key_encoder",
+    "short_key",
 ]
 
 #: Bumped whenever the canonical encoding changes, so old entries simply miss.
@@ -687,6 +688,14 @@ def material_bytes(material: dict[str, Any]) -> bytes:
 def digest(data: bytes) -> str:
     """The 64-hex SHA-256 key of serialised key material."""
     return hashlib.sha256(data).hexdigest()
+
+
+def short_key(key: str) -> str:
+    """How a key is shown to people (messages, logs): its first 16 hex digits.
+
+    64 bits: unique enough to tell a store's entries apart, and a prefix the CLI accepts.
+    """
+    return key[:16]
 
 
 def fingerprint(data: bytes) -> bytes:

@@ -365,9 +365,11 @@ def _miss_material(error: CacheMiss) -> dict[str, Any] | None:
 
 
 def _describe_miss(recorder: _Recorder, error: CacheMiss, cassette: CassetteBackend) -> str:
+    from .keys import short_key
+
     lines = [
         f"llm_memo replay: no recording of this {error.function} call "
-        f"(key {error.key[:16]}...) in {recorder.display(cassette.path)}"
+        f"(key {short_key(error.key)}...) in {recorder.display(cassette.path)}"
     ]
     material = _miss_material(error)
     if material is not None:
@@ -376,7 +378,7 @@ def _describe_miss(recorder: _Recorder, error: CacheMiss, cassette: CassetteBack
         closest = _closest(cassette, error.namespace, arguments)
         if closest is not None:
             differences, key = closest
-            lines.append(f"  closest recording ({key[:16]}...) differs in {len(differences)} place(s):")
+            lines.append(f"  closest recording ({short_key(key)}...) differs in {len(differences)} place(s):")
             lines += [f"    {d}" for d in differences[:_SHOWN_DIFFERENCES]]
             if len(differences) > _SHOWN_DIFFERENCES:
                 lines.append(f"    ... and {len(differences) - _SHOWN_DIFFERENCES} more")

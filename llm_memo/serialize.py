@@ -82,6 +82,8 @@ __all__ = [
     "encode_tree",
     "encode_value",
     "encode_verified",
+    "entry_expiry",
+    "entry_fingerprint",
     "pack_entry",
     "read_entry",
     "register_type",
@@ -91,6 +93,17 @@ __all__ = [
 
 ENTRY_FORMAT_VERSION = 2  # 2: SHA-256 fingerprints
 _MAGIC = b"LMM" + bytes([ENTRY_FORMAT_VERSION])
+# The envelope, byte by byte; this module alone reads or writes it (stores and
+# tools ask the functions below). Little-endian; times are float64 unix seconds.
+_MAGIC_PART = slice(0, 4)
+_FLAGS = 4
+_FINGERPRINT = slice(5, 21)  # keys.fingerprint of the key material
+_CHECKSUM = slice(21, 29)  # CRC-32 of everything after it
+_BODY_START = 29
+_CREATED = slice(29, 37)
+_EXPIRES = slice(37, 45)  # 0.0: never
+_COST = slice(45, 53)
+_LENGTH = slice(53, 57)  # of the (maybe compressed) value; the key material follows it
 _HEADER_SIZE = 57
 _COMPRESSED = 0x01
 #: Values above this size are compressed before they are stored.
@@ -582,20 +595,20 @@ def pack_entry(
 
 def unpack_entry(data: bytes, fingerprint: bytes | None) -> EntryHeader:
     """Check and open an entry. ``fingerprint=None`` skips only the key check (tools)."""
+    # The checks are written out here, not called: this runs on every hit.
     if type(data) is not bytes:  # a hand-edited SQLite row can hold an int, a float, text or NULL
         raise CorruptEntry(f"stored value is {type(data).__name__}, not bytes")
-    if len(data) < _HEADER_SIZE or data[:4] != _MAGIC:
-        raise CorruptEntry("not an llm_memo entry, or a different format version")
-    if fingerprint is not None and data[5:21] != fingerprint:
+    if len(data) < _HEADER_SIZE or data[_MAGIC_PART] != _MAGIC:
+        raise CorruptEntry(_NOT_AN_ENTRY)
+    if fingerprint is not None and data[_FINGERPRINT] != fingerprint:
         raise CorruptEntry("key fingerprint mismatch: this entry belongs to another call")
-    view = memoryview(data)
-    if _checksum(view[29:]) != data[21:29]:
-        raise CorruptEntry("checksum mismatch: the entry is torn or was modified")
-    flags = data[4]
-    created = _from_f64(data[29:37])
-    expires = _from_f64(data[37:45]) or None
-    cost = _from_f64(data[45:53])
-    length = int.from_bytes(data[53:57], "little")
+    if _checksum(memoryview(data)[_BODY_START:]) != data[_CHECKSUM]:
+        raise CorruptEntry(_TORN)
+    flags = data[_FLAGS]
+    created = _from_f64(data[_CREATED])
+    expires = _from_f64(data[_EXPIRES]) or None
+    cost = _from_f64(data[_COST])
+    length = int.from_bytes(data[_LENGTH], "little")
     end = _HEADER_SIZE + length
     if end > len(data):
         raise CorruptEntry("value length runs past the end of the entry")
@@ -609,6 +622,44 @@ def unpack_entry(data: bytes, fingerprint: bytes | None) -> EntryHeader:
 def read_entry(data: bytes) -> EntryHeader:
     """Open an entry without knowing its key (for listing and moving entries)."""
     return unpack_entry(data, None)
+
+
+def entry_expiry(data: bytes) -> float | None:
+    """When an intact entry expires (unix seconds; ``None``: never), without opening its value.
+
+    For stores that keep entries for a while (a faster tier): raises
+    :class:`~llm_memo.errors.CorruptEntry` if ``data`` is not an intact entry.
+    """
+    _check_envelope(data)
+    _check_sum(data)
+    return _from_f64(data[_EXPIRES]) or None
+
+
+def entry_fingerprint(data: bytes) -> bytes:
+    """The key fingerprint an intact entry carries (16 bytes; see :func:`llm_memo.keys.fingerprint`).
+
+    A cassette keeps it for entries stored without their key material, so it can
+    re-pack them exactly. Raises :class:`~llm_memo.errors.CorruptEntry`.
+    """
+    _check_envelope(data)
+    _check_sum(data)
+    return data[_FINGERPRINT]
+
+
+def _check_envelope(data: bytes) -> None:
+    if type(data) is not bytes:
+        raise CorruptEntry(f"stored value is {type(data).__name__}, not bytes")
+    if len(data) < _HEADER_SIZE or data[_MAGIC_PART] != _MAGIC:
+        raise CorruptEntry(_NOT_AN_ENTRY)
+
+
+def _check_sum(data: bytes) -> None:
+    if _checksum(memoryview(data)[_BODY_START:]) != data[_CHECKSUM]:
+        raise CorruptEntry(_TORN)
+
+
+_NOT_AN_ENTRY = "not an llm_memo entry, or a different format version"
+_TORN = "checksum mismatch: the entry is torn or was modified"
 
 
 def _inflate(data: bytes) -> bytes:

@@ -1,7 +1,7 @@
 """One suite, every backend: the behaviour the front relies on, against real stores.
 
 Each store comes with ``advance(seconds)``, which moves its notion of time: the
-injected clock for memory, SQLite and tiers; diskcache's clock for disk; and, for
+injected clock for memory, SQLite, tiers and cassettes; diskcache's clock for disk; and, for
 Redis, whose expiry is server-side, every key's remaining TTL shortened by that
 much (so what is checked is the ``PX`` the backend set).
 """
@@ -22,13 +22,14 @@ import pytest
 from conftest import FakeClock
 
 from llm_memo.backends import MISS, Backend, StoredEntry
+from llm_memo.backends.cassette import CassetteBackend
 from llm_memo.backends.disk import DiskBackend
 from llm_memo.backends.memory import MemoryBackend
 from llm_memo.backends.redis import RedisBackend
 from llm_memo.backends.sqlite import SQLiteBackend
 from llm_memo.backends.tiered import TieredBackend
 
-KINDS = ["memory", "disk", "sqlite", "redis", "redis-cluster", "tiered"]
+KINDS = ["memory", "disk", "sqlite", "redis", "redis-cluster", "tiered", "cassette"]
 
 # Namespaces that collide under any naive separator or glob: each must stay its own.
 CRAFTED = ["a", "a:b", "a*", "a?", "a[b]", "a\\", "a%3A", "a b", "a{x}", "ünï·码", "", "a:*"]
@@ -83,6 +84,9 @@ def store(
         backend = TieredBackend(
             [MemoryBackend(clock=clock), SQLiteBackend(tmp_path / "t.sqlite3", clock=clock)], clock=clock
         )
+        advance = clock.advance
+    elif kind == "cassette":
+        backend = CassetteBackend(tmp_path / "cassette.json", clock=clock)
         advance = clock.advance
     elif kind == "redis":
         import redis
@@ -273,9 +277,29 @@ def test_reopens_after_close(store: Store) -> None:
 def test_add_is_set_if_absent_and_ignores_expired_entries(store: Store) -> None:
     # The cross-process lease relies on this being atomic in the store itself.
     b = store.backend
-    assert b.add("lease", k(1), b"mine", 10) is True  # type: ignore[attr-defined]
-    assert b.add("lease", k(1), b"theirs", 10) is False  # type: ignore[attr-defined]
+    assert b.add("lease", k(1), b"mine", 10) is True
+    assert b.add("lease", k(1), b"theirs", 10) is False
     assert b.get("lease", k(1)) == b"mine"
     store.advance(11)
-    assert b.add("lease", k(1), b"theirs", 10) is True  # type: ignore[attr-defined]
+    assert b.add("lease", k(1), b"theirs", 10) is True
     assert b.get("lease", k(1)) == b"theirs"
+
+
+def test_atomic_add_has_exactly_one_winner_among_threads(store: Store) -> None:
+    b = store.backend
+    if not b.atomic_add:
+        assert store.kind == "cassette", "every store but the cassette does set-if-absent atomically"
+        pytest.skip("a cassette holds recorded answers, not leases: its add() is the best-effort emulation")
+    start = threading.Barrier(8)
+    wins: list[bool] = []
+
+    def contender(t: int) -> None:
+        start.wait()
+        wins.append(b.add("lease", k("one"), str(t).encode(), 30))
+
+    threads = [threading.Thread(target=contender, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wins.count(True) == 1

@@ -25,7 +25,7 @@ import pytest
 from llm_memo import MemoryBackend, llm_cached
 from llm_memo._core import Memo
 from llm_memo._lease import LEASE_SUFFIX, lease_key, poll_delays
-from llm_memo.backends import MISS
+from llm_memo.backends import MISS, Backend
 from llm_memo.backends.disk import DiskBackend
 
 TIMEOUT = 20.0
@@ -247,7 +247,8 @@ def test_no_lease_outside_readwrite(mode: Any) -> None:
 
 def test_backend_without_add_falls_back_to_a_best_effort_lease(caplog: pytest.LogCaptureFixture) -> None:
     class NoAdd(MemoryBackend):
-        add = None  # type: ignore[assignment]
+        atomic_add = False
+        add = Backend.add  # the interface's emulation
 
     calls: list[str] = []
 

@@ -11,7 +11,9 @@
 =====================  =======================================================
 
 A URL names one shared instance: every function configured with ``"disk"`` uses
-the same store and connections.
+the same store and connections. A tuple or list of these names tiers (see
+:mod:`llm_memo.backends.tiered`); any other object with ``get``/``set``/``delete``/
+``clear`` is wrapped to the full interface (see :mod:`llm_memo.backends._adapter`).
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
+from ._adapter import REQUIRED_METHODS, ObjectBackend, missing_methods
 from .base import MISS, Backend, Miss, StoredEntry
 
 __all__ = [
@@ -30,11 +34,13 @@ __all__ = [
     "Backend",
     "Miss",
     "StoredEntry",
+    "check_store",
     "check_url",
     "default_directory",
     "default_path",
     "from_url",
     "register_scheme",
+    "resolve_backend",
 ]
 
 _instances: dict[str, Backend] = {}
@@ -145,6 +151,32 @@ def from_url(url: str) -> Backend:
             assert callable(factory)
             backend = _instances[key] = factory(url, rest)
         return backend
+
+
+def resolve_backend(spec: Any) -> Backend:
+    """The backend ``spec`` names: a Backend, a URL, a tuple of tiers, or a duck-typed store."""
+    if isinstance(spec, Backend):
+        return spec
+    if isinstance(spec, str):
+        return from_url(spec)
+    if isinstance(spec, tuple | list):
+        from .tiered import TieredBackend
+
+        return TieredBackend([resolve_backend(s) for s in spec])
+    return ObjectBackend(check_store(spec))
+
+
+def check_store(spec: Any) -> Any:
+    """``spec`` if it has the methods of a store, else a ``TypeError`` naming what it lacks."""
+    missing = missing_methods(spec)
+    if len(missing) == len(REQUIRED_METHODS):
+        raise TypeError(f"backend={spec!r}: expected a URL string like 'disk' or 'redis://...', or a Backend")
+    if missing:
+        raise TypeError(
+            f"backend={spec!r}: not a backend: it has no {', '.join(m + '()' for m in missing)} "
+            f"(a store needs {', '.join(m + '()' for m in REQUIRED_METHODS)})"
+        )
+    return spec
 
 
 def _normalise(scheme: str, rest: str, url: str) -> str:

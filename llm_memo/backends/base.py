@@ -18,27 +18,13 @@ import abc
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, Final, NamedTuple, TypeVar
 
+from .._sentinel import Sentinel
+
 __all__ = ["MISS", "Backend", "Miss", "StoredEntry"]
 
 
-class Miss:
+class Miss(Sentinel, name="MISS"):
     """The type of :data:`MISS`. ``None`` is a value that can be cached; MISS is not."""
-
-    _instance: ClassVar[Miss | None] = None
-
-    def __new__(cls) -> Miss:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "MISS"
-
-    def __bool__(self) -> bool:
-        return False
-
-    def __reduce__(self) -> str:
-        return "MISS"
 
 
 #: Returned by ``get`` when there is no entry.
@@ -63,7 +49,10 @@ class StoredEntry(NamedTuple):
 
 
 class Backend(abc.ABC):
-    """A store of bytes. Subclasses implement the five sync methods and ``entries``.
+    """A store of bytes. Subclasses implement the four abstract sync methods and ``entries``.
+
+    ``add`` (set-if-absent) and ``close`` have defaults; a store that can do
+    ``add`` atomically overrides it.
 
     The async methods have one implementation here: a blocking backend (disk,
     SQLite) runs the sync method in a worker thread so the event loop never waits
@@ -73,6 +62,10 @@ class Backend(abc.ABC):
 
     #: Whether the sync methods may block on I/O (then the async side uses a thread).
     blocking: ClassVar[bool] = True
+
+    #: Whether :meth:`add` is atomic. The default emulation is not: a lease on such
+    #: a backend is best-effort (two processes may occasionally both take it).
+    atomic_add: ClassVar[bool] = False
 
     #: A short description for logs and errors: never holds credentials.
     url: str = "<backend>"
@@ -97,6 +90,18 @@ class Backend(abc.ABC):
     def entries(self, namespace: str | None = None) -> Iterator[StoredEntry]:
         """Iterate over stored entries (expired ones may be included)."""
 
+    def add(self, namespace: str, key: str, value: bytes, ttl: float | None) -> bool:
+        """Store ``value`` only if there is no live entry (set-if-absent); True if stored.
+
+        Leases coordinate processes through this. The emulation here (read, write,
+        read back) can let two writers both win in a narrow race; stores that can
+        do it atomically override it and set :attr:`atomic_add`.
+        """
+        if self.get(namespace, key) is not MISS:
+            return False
+        self.set(namespace, key, value, ttl)
+        return self.get(namespace, key) == value
+
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release connections and files. The backend reopens lazily if used again."""
 
@@ -109,6 +114,11 @@ class Backend(abc.ABC):
         if not self.blocking:
             return self.set(namespace, key, value, ttl)
         return await _in_thread(self.set, namespace, key, value, ttl)
+
+    async def aadd(self, namespace: str, key: str, value: bytes, ttl: float | None) -> bool:
+        if not self.blocking:
+            return self.add(namespace, key, value, ttl)
+        return await _in_thread(self.add, namespace, key, value, ttl)
 
     async def adelete(self, namespace: str, key: str) -> bool:
         if not self.blocking:

@@ -62,8 +62,8 @@ from typing import Any
 import orjson
 
 from ..errors import CorruptEntry
-from ..keys import fingerprint
-from ..serialize import pack_entry, read_entry
+from ..keys import fingerprint, material_bytes
+from ..serialize import entry_fingerprint, pack_entry, read_entry
 from .base import MISS, Backend, Miss, StoredEntry
 
 try:  # POSIX only; elsewhere concurrent writers are not merged (one process per file)
@@ -77,7 +77,6 @@ __all__ = ["CASSETTE_FORMAT", "CassetteBackend", "CassetteRouter"]
 CASSETTE_FORMAT = 1
 
 _FORMAT_FIELD = "llm_memo_cassette"
-_FINGERPRINT = slice(5, 21)  # where pack_entry puts the key fingerprint (see llm_memo.serialize)
 _Signature = tuple[int, int, int] | None
 
 
@@ -88,11 +87,6 @@ class _Record:
     doc: dict[str, Any]
     data: bytes
     expires: float | None
-
-
-def _material_bytes(call: Any) -> bytes:
-    # Key material is always sorted-key compact JSON (llm_memo.keys.material_bytes).
-    return orjson.dumps(call, option=orjson.OPT_SORT_KEYS)
 
 
 def _bytes_record(namespace: str, key: str, value: bytes, expires: float | None) -> _Record:
@@ -107,12 +101,12 @@ def _record_from_bytes(namespace: str, key: str, value: bytes, deadline: float |
     try:
         entry = read_entry(value)
         tree = _without_request_id(orjson.loads(entry.value))
-        call = orjson.loads(entry.material) if entry.material is not None else None
+        call: Any = orjson.loads(entry.material) if entry.material is not None else None
     except (CorruptEntry, orjson.JSONDecodeError):
         return _bytes_record(namespace, key, value, deadline)
-    stored_fp = value[_FINGERPRINT]
+    stored_fp = entry_fingerprint(value)
     if entry.material is not None and (
-        _material_bytes(call) != entry.material or fingerprint(entry.material) != stored_fp
+        material_bytes(call) != entry.material or fingerprint(entry.material) != stored_fp
     ):
         return _bytes_record(namespace, key, value, deadline)  # not re-packable exactly: keep it whole
     expires = entry.expires
@@ -162,7 +156,7 @@ def _record_from_doc(doc: Any) -> _Record:
     if "value" not in doc:
         raise ValueError("an entry needs 'value' (or 'bytes')")
     if "call" in doc:
-        material: bytes | None = _material_bytes(doc["call"])
+        material: bytes | None = material_bytes(doc["call"])
         assert material is not None
         fp = fingerprint(material)
     else:

@@ -148,6 +148,8 @@ class DiskBackend(Backend):
     oldest-stored first.
     """
 
+    atomic_add = True  # diskcache's Cache.add: one transaction
+
     def __init__(self, directory: str | Path, *, size_limit: int = 2**30, timeout: float = 2.0) -> None:
         self.directory = Path(directory).expanduser()
         self.size_limit = size_limit

@@ -21,6 +21,7 @@ class MemoryBackend(Backend):
     """
 
     blocking = False
+    atomic_add = True
 
     def __init__(
         self,

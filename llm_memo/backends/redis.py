@@ -234,6 +234,7 @@ class RedisBackend(Backend):
     """
 
     blocking = True  # the sync methods do network I/O
+    atomic_add = True  # SET NX
 
     def __init__(
         self,

@@ -141,6 +141,8 @@ class SQLiteBackend(Backend):
     seconds) decides expiry and purging, so tests can move time instead of sleeping.
     """
 
+    atomic_add = True  # one write transaction
+
     def __init__(
         self,
         path: str | Path,

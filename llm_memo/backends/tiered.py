@@ -2,7 +2,7 @@
 
 Reads go through the tiers in order; a hit in a slower tier is copied into every
 faster one (so the next read of a hot key is a memory hit), with a TTL no longer
-than the entry's remaining lifetime, read from the entry's own header. Writes,
+than the entry's remaining lifetime (:func:`llm_memo.serialize.entry_expiry`). Writes,
 deletes and clears go to every tier. A tier that fails is logged (rate-limited)
 and skipped: the others carry on, and only when every tier fails does the
 operation fail.
@@ -21,7 +21,7 @@ from typing import TypeVar
 
 from .._log import warn_limited
 from ..errors import CorruptEntry
-from ..serialize import read_entry
+from ..serialize import entry_expiry
 from .base import MISS, Backend, Miss, StoredEntry
 
 __all__ = ["TieredBackend"]
@@ -54,6 +54,7 @@ class TieredBackend(Backend):
         self.url = "(" + ", ".join(t.url for t in self.tiers) + ")"
         # `blocking` is a class attribute on Backend; this instance blocks if any tier does.
         vars(self)["blocking"] = any(t.blocking for t in self.tiers)
+        vars(self)["atomic_add"] = self.tiers[-1].atomic_add
 
     # ---------------------------------------------------------------- helpers
 
@@ -76,7 +77,7 @@ class TieredBackend(Backend):
     def _remaining(self, value: bytes) -> tuple[bool, float | None]:
         """(may copy up, TTL to copy with), from the entry's own expiry."""
         try:
-            expires = read_entry(value).expires
+            expires = entry_expiry(value)
         except CorruptEntry:
             return False, None  # not an entry: its lifetime is unknown, so never copy it up
         if expires is None:
@@ -115,14 +116,7 @@ class TieredBackend(Backend):
 
     def add(self, namespace: str, key: str, value: bytes, ttl: float | None) -> bool:
         """Set-if-absent on the last (shared) tier: leases coordinate through it."""
-        shared = self.tiers[-1]
-        add = getattr(shared, "add", None)
-        if callable(add):
-            return bool(add(namespace, key, value, ttl))
-        if shared.get(namespace, key) is not MISS:
-            return False
-        shared.set(namespace, key, value, ttl)
-        return shared.get(namespace, key) == value
+        return self.tiers[-1].add(namespace, key, value, ttl)
 
     def get(self, namespace: str, key: str) -> bytes | Miss:
         error: BaseException | None = None
@@ -204,6 +198,9 @@ class TieredBackend(Backend):
         if not answered and error is not None:
             raise error
         return MISS
+
+    async def aadd(self, namespace: str, key: str, value: bytes, ttl: float | None) -> bool:
+        return await self.tiers[-1].aadd(namespace, key, value, ttl)
 
     async def aset(self, namespace: str, key: str, value: bytes, ttl: float | None) -> None:
         await self._aeach("set", lambda i, t: t.aset(namespace, key, value, self._ttl_for(i, ttl)))

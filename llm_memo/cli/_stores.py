@@ -19,6 +19,7 @@ import orjson
 
 from ..backends import Backend, StoredEntry, check_url, default_path, from_url
 from ..errors import CorruptEntry
+from ..keys import short_key
 from ..serialize import EntryHeader, read_entry
 from ._output import CLIError, Progress, iso, printable
 
@@ -126,7 +127,7 @@ def resolve(backend: Backend, prefix: str) -> Row:
     if not found:
         raise CLIError(f"no entry with a key starting {text} in {backend.url}")
     if len(found) > 1:
-        shown = ", ".join(f"{r.key[:16]} ({printable(r.namespace)})" for r in found[:8])
+        shown = ", ".join(f"{short_key(r.key)} ({printable(r.namespace)})" for r in found[:8])
         more = f" and {len(found) - 8} more" if len(found) > 8 else ""
         raise CLIError(f"key prefix {text} is ambiguous: it matches {shown}{more}; give more digits")
     return found[0]

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..backends import Backend
+from ..keys import short_key
 from ._command import Command, common, count_arg, guarded
 from ._output import CLIError, Style, emit_json, iso, out, plural, printable, redact, render, say, span
 from ._stores import Row, open_store, resolve, scan
@@ -109,7 +110,7 @@ def _explain_target(
 
             key = digest(material_bytes(material))
             if not key.startswith(args.key.strip().lower()):
-                raise CLIError(f"the material in {args.material} has key {key[:16]}, not {args.key}")
+                raise CLIError(f"the material in {args.material} has key {short_key(key)}, not {args.key}")
         return material, set(), None
     if args.key is None:
         raise CLIError("give a KEY, --material FILE, or --function NS --call JSON", code=2)
@@ -123,12 +124,14 @@ def _explain_target(
             ) from None
         raise
     if row.header is None:
-        raise CLIError(f"entry {row.key[:16]} of {printable(row.namespace)} is not a readable llm_memo entry")
+        raise CLIError(
+            f"entry {short_key(row.key)} of {printable(row.namespace)} is not a readable llm_memo entry"
+        )
     material = row.material()
     if not isinstance(material, dict):
         raise CLIError(
-            f"entry {row.key[:16]} was stored without its key material (configure(store_material=False)), "
-            "so there is nothing to compare"
+            f"entry {short_key(row.key)} was stored without its key material "
+            "(configure(store_material=False)), so there is nothing to compare"
         )
     return material, {row.key}, row
 
@@ -177,7 +180,7 @@ def _explain(args: argparse.Namespace) -> int:
         )
         return 0
     style = Style(out())
-    say(f"{style.bold('call')}      {namespace}  key {key[:16]}")
+    say(f"{style.bold('call')}      {namespace}  key {short_key(key)}")
     if bound is not None:
         say(f"{style.bold('defaults')}  {bound.note if bound.bound else style.yellow(bound.note)}")
     if row is not None:

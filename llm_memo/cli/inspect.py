@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from ..keys import short_key
 from ._command import Command, common, count_arg, duration, guarded
 from ._output import (
     CLIError,
@@ -206,7 +207,9 @@ def _show(args: argparse.Namespace) -> int:
     row = resolve(backend, args.key)
     now = time.time()
     if row.header is None:
-        raise CLIError(f"entry {row.key[:16]} of {printable(row.namespace)} is not a readable llm_memo entry")
+        raise CLIError(
+            f"entry {short_key(row.key)} of {printable(row.namespace)} is not a readable llm_memo entry"
+        )
     material = redact(row.material())
     try:
         value = redact(orjson.loads(row.header.value))
