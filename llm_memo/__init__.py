@@ -119,13 +119,6 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'llm_memo' has no attribute {name!r}") from None
     if not extra:
         return getattr(importlib.import_module(module_name), attr)
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        from ._extras import missing_extra
+    from ._extras import import_for
 
-        error = missing_extra(f"llm_memo.{name}", exc)
-        if error is None:
-            raise
-        raise error from None  # one line naming the extra, not two tracebacks
-    return getattr(module, attr)
+    return getattr(import_for(f"llm_memo.{name}", module_name), attr)

@@ -7,9 +7,12 @@ matters, which names the ``pip install`` command.
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+
 from .errors import MissingExtra
 
-__all__ = ["EXTRAS", "install_hint", "missing_extra"]
+__all__ = ["EXTRAS", "import_for", "install_hint", "missing_extra"]
 
 #: Top-level module -> the extra that installs it.
 EXTRAS = {
@@ -31,3 +34,14 @@ def missing_extra(what: str, exc: ImportError) -> MissingExtra | None:
     if extra is None:
         return None
     return MissingExtra(f"{what} needs the {top} package, an optional extra: {install_hint(extra)}", extra)
+
+
+def import_for(what: str, module_name: str) -> ModuleType:
+    """Import ``module_name`` for ``what``; a missing extra raises one line naming it."""
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as exc:
+        error = missing_extra(what, exc)
+        if error is None:
+            raise
+        raise error from None  # one line naming the extra, not two tracebacks

@@ -63,15 +63,7 @@ class Recorder:
         try:
             self.trees.append(verified_tree(item, self.memo.types))
         except Exception as exc:  # unstorable, or a property that raises: never the consumer's problem
-            self.enabled = False  # keep streaming to the consumer; just never store this one
-            self.skipped = True
-            self.memo.count("skipped")
-            warn_limited(
-                f"unstorable:{self.memo.namespace}:{type(item).__qualname__}",
-                "llm_memo: not caching the stream of %s: %s",
-                self.memo.namespace,
-                exc,
-            )
+            self._give_up(item, "", exc)
             return
         self.items.append(item)
 
@@ -82,15 +74,20 @@ class Recorder:
         try:
             self.returned = verified_tree(returned, self.memo.types)
         except Exception as exc:
-            self.enabled = False
-            self.skipped = True
-            self.memo.count("skipped")
-            warn_limited(
-                f"unstorable:{self.memo.namespace}:{type(returned).__qualname__}",
-                "llm_memo: not caching the stream of %s: its return value: %s",
-                self.memo.namespace,
-                exc,
-            )
+            self._give_up(returned, "its return value: ", exc)
+
+    def _give_up(self, value: Any, what: str, exc: Exception) -> None:
+        """Keep streaming to the consumer; just never store this stream."""
+        self.enabled = False
+        self.skipped = True
+        self.memo.count("skipped")
+        warn_limited(
+            f"unstorable:{self.memo.namespace}:{type(value).__qualname__}",
+            "llm_memo: not caching the stream of %s: %s%s",
+            self.memo.namespace,
+            what,
+            exc,
+        )
 
     def _snapshot(self) -> bytes | None:
         if not self.enabled:

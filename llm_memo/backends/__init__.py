@@ -18,7 +18,6 @@ the same store and connections. A tuple or list of these names tiers (see
 
 from __future__ import annotations
 
-import importlib
 import os
 import threading
 from collections.abc import Callable
@@ -136,18 +135,11 @@ def from_url(url: str) -> Backend:
         backend = _instances.get(key)
         if backend is None:
             if isinstance(factory, str):
-                module_name, _, attr = factory.partition(":")
-                try:
-                    module = importlib.import_module(module_name)
-                except ImportError as exc:
-                    from .._extras import missing_extra
+                from .._extras import import_for
 
-                    # Named by scheme only: the URL may hold a password.
-                    error = missing_extra(f"the {scheme}:// backend", exc)
-                    if error is None:
-                        raise
-                    raise error from None  # one line naming the extra, not two tracebacks
-                factory = getattr(module, attr)
+                module_name, _, attr = factory.partition(":")
+                # Named by scheme only: the URL may hold a password.
+                factory = getattr(import_for(f"the {scheme}:// backend", module_name), attr)
             assert callable(factory)
             backend = _instances[key] = factory(url, rest)
         return backend
