@@ -32,6 +32,9 @@ class CachedFunction(Protocol[P, R]):
     """What ``@llm_cached`` returns: the function, plus cache helpers."""
 
     __wrapped__: Callable[P, R]
+    # Copied from the wrapped function, as ``functools.wraps`` would.
+    __name__: str
+    __qualname__: str
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
 

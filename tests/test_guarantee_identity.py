@@ -23,11 +23,11 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from _cli import parse_json, run_cli
 
 from llm_memo import UncacheableArgument, llm_cached
 from llm_memo._identity import Identity, code_digest, default_namespace
 from llm_memo.explain import compare, diff_material
-from tests._cli import parse_json, run_cli
 
 IDENTITY_MODULE = Path(__file__).resolve().parent.parent / "llm_memo" / "_identity.py"
 
