@@ -30,6 +30,7 @@ from _fault_helpers import (
     seeded_random,
     stress,
 )
+from _internals import memo_of
 
 from llm_memo import llm_cached
 from llm_memo._core import _MAX_RAW_BYTES, _RAW_ENTRY_OVERHEAD
@@ -261,11 +262,11 @@ def _bounded_memory(calls: int) -> None:
     assert len(default) == 10_000  # full, and never beyond the default bound
     assert default.nbytes <= 256 * 1024 * 1024
     assert small.nbytes <= 512 * 1024
-    memo = ask._self_memo
+    memo = memo_of(ask)
     # The key shortcut cache is bounded too (by bytes, counting each entry's overhead).
     assert memo._raw_size <= _MAX_RAW_BYTES
     assert len(memo._raw_keys) <= _MAX_RAW_BYTES // _RAW_ENTRY_OVERHEAD
-    assert len(sampled._self_memo._turns) <= 100_000
+    assert len(memo_of(sampled)._turns) <= 100_000
     assert len(memo.flights) == 0 and len(memo.aflights) == 0
     assert ask.cache_info().misses == calls
 
@@ -309,7 +310,7 @@ def test_the_thread_registry_drains_after_errors(rng: random.Random) -> None:
     for thread in pool:
         thread.join(timeout=60)
     assert not any(t.is_alive() for t in pool)
-    memo = ask._self_memo
+    memo = memo_of(ask)
     assert len(memo.flights) == 0 and memo.flights.waiting() == 0
 
 
@@ -333,5 +334,5 @@ async def test_the_async_registry_drains_after_errors_and_cancellations(rng: ran
             task.cancel()  # leaders and waiters, at random moments
         await asyncio.gather(*tasks, return_exceptions=True)
     await asyncio.sleep(0)
-    memo = ask._self_memo
+    memo = memo_of(ask)
     assert len(memo.aflights) == 0 and memo.aflights.callers() == 0

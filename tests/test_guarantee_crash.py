@@ -34,6 +34,7 @@ from _fault_helpers import (
     seeded_random,
     stress,
 )
+from _internals import memo_of
 
 from llm_memo import CacheMiss, llm_cached
 from llm_memo.backends.disk import DiskBackend
@@ -186,7 +187,7 @@ def test_a_call_that_raises_stores_nothing(backend: Any, raised: type[BaseExcept
     with pytest.raises(raised):
         ask(1)
     assert _stored(backend, "raises") == []
-    assert len(ask._self_memo.flights) == 0
+    assert len(memo_of(ask).flights) == 0
     assert ask(1) == 2 and calls == [1, 1]  # computed again, then stored
     assert ask(1) == 2 and calls == [1, 1]
 
@@ -209,7 +210,7 @@ async def test_a_cancelled_call_stores_nothing(backend: Any) -> None:
         await task
     await asyncio.sleep(0.05)  # anything still running in a worker thread finishes
     assert _stored(backend, "cancelled") == []
-    assert len(ask._self_memo.aflights) == 0
+    assert len(memo_of(ask).aflights) == 0
 
 
 @contextlib.contextmanager

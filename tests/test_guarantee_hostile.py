@@ -38,6 +38,7 @@ from _fault_helpers import (
     stress,
     zlib_bomb,
 )
+from _internals import memo_of, prepared
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -148,6 +149,10 @@ def _value(tree: Any) -> bytes:
     return orjson.dumps(tree)
 
 
+def _forger(tree: Any) -> Callable[[bytes], bytes]:
+    return lambda fp: forge_entry(_value(tree), fp)
+
+
 def _payloads(marker: Path) -> dict[str, Callable[[bytes], bytes]]:
     """name -> builder(fingerprint of the attacked call) -> the planted bytes."""
     cmd = f"touch {marker}"
@@ -188,7 +193,7 @@ def _payloads(marker: Path) -> dict[str, Callable[[bytes], bytes]]:
         "decompression-bomb": lambda fp: forge_entry(_bomb(8 * 1024 * 1024), fp, flags=1),
     }
     for name, tree in tags.items():
-        payloads[name] = lambda fp, tree=tree: forge_entry(_value(tree), fp)
+        payloads[name] = _forger(tree)
     return payloads
 
 
@@ -214,12 +219,12 @@ def test_planted_entries_are_misses_and_run_nothing(
 
     # Warm every code path the attacked call takes (store, hit, miss, corrupt-entry warning).
     assert ask("warm-up") == {"answer": "WARM-UP"} and ask("warm-up") == {"answer": "WARM-UP"}
-    warm = ask._self_memo.prepare(None, ("warm-up",), {})
+    warm = prepared(ask, "warm-up")
     backend.set("victim", warm.key, b"junk", None)
     assert ask("warm-up") == {"answer": "WARM-UP"}
-    ask._self_memo.reset_info()
+    memo_of(ask).reset_info()
 
-    call = ask._self_memo.prepare(None, ("target",), {})
+    call = prepared(ask, "target")
     backend.set("victim", call.key, _payloads(marker)[payload](call.fingerprint), None)
     modules = set(sys.modules)
     with audit_events() as events:
@@ -248,7 +253,7 @@ def test_control_an_honestly_forged_entry_is_served(backend: Any) -> None:
     def ask(q: str) -> dict[str, str]:
         return {"answer": q.upper()}
 
-    call = ask._self_memo.prepare(None, ("target",), {})
+    call = prepared(ask, "target")
     planted = orjson.dumps({"answer": "PLANTED"})
     backend.set("victim", call.key, forge_entry(planted, call.fingerprint, created=time.time()), None)
     assert ask("target") == {"answer": "PLANTED"} and ask.cache_info().hits == 1
@@ -262,7 +267,7 @@ def _real_bomb_test(kind: str, inflated: int, root: Path, request: pytest.Fixtur
             return q * 2
 
         assert ask("warm") == "warmwarm"
-        call = ask._self_memo.prepare(None, ("x",), {})
+        call = prepared(ask, "x")
         store.set("bomb", call.key, forge_entry(_bomb(inflated), call.fingerprint, flags=1), None)
         tracemalloc.start()
         try:
@@ -357,7 +362,7 @@ def test_disk_values_in_diskcache_file_mode_are_refused(tmp_path: Path) -> None:
         return q + "!"
 
     assert ask("warm") == "warm!"
-    call = ask._self_memo.prepare(None, ("q",), {})
+    call = prepared(ask, "q")
     entry = pack_entry(encode_value("PLANTED", EMPTY), call.fingerprint, time.time(), None)
     with diskcache.Cache(str(store), disk_min_file_size=0) as planted:
         planted.set(call.key, entry + b"\x00" * 100_000, read=False)  # a file-mode value
@@ -571,14 +576,14 @@ def _fuzz_key_encoder(value: Any) -> None:
     def f(x: Any) -> None:
         return None
 
-    memo = f._self_memo
+    memo = memo_of(f)
     try:
         first = memo.prepare(None, (value,), {})
     except UncacheableArgument:
         return  # the documented refusal (a TypeError naming the argument)
     assert first is not None
     # The same key by the raw-JSON shortcut, by a second walk, and for a deep copy.
-    assert memo.prepare(None, (value,), {}).key == first.key
+    assert prepared(f, value).key == first.key
     assert memo.key_for(None, (copy.deepcopy(value),), {}) == first.key
     material = material_bytes(key_material("fuzz", None, {"x": canonical(value)}))
     assert orjson.loads(material)["ns"] == "fuzz"
@@ -604,7 +609,7 @@ def test_a_lone_surrogate_argument_never_breaks_the_call() -> None:
     """Python strings may hold lone surrogates (e.g. from os.fsdecode); JSON cannot."""
 
     @llm_cached(namespace="surrogates")
-    def ask(q: str) -> int:
+    def ask(q: str | dict[str, int]) -> int:
         return len(q)
 
     for text in ("\ud800", "ok \udcff ok", {"k\udfff": 1}):

@@ -24,8 +24,9 @@ from typing import Any
 
 import pytest
 from _cli import parse_json, run_cli
+from _internals import memo_of
 
-from llm_memo import UncacheableArgument, llm_cached
+from llm_memo import CachedFunction, UncacheableArgument, llm_cached
 from llm_memo._identity import Identity, code_digest, default_namespace
 from llm_memo.explain import compare, diff_material
 
@@ -54,7 +55,7 @@ def test_two_lambdas_on_one_line_do_not_share_entries() -> None:
 # ----------------------------------------------------------------------- closures
 
 
-def make_asker(model: str, temperature: float = 0.0) -> Callable[[str], str]:
+def make_asker(model: str, temperature: float = 0.0) -> CachedFunction[[str], str]:
     @llm_cached
     def ask(prompt: str) -> str:
         return f"{model}@{temperature}: {prompt}"
@@ -353,7 +354,8 @@ def test_without_source_the_bytecode_decides() -> None:
     exec("def ask(p):\n    return p + '!'\n\ndef other(p):\n    return p + '?'\n", namespace)
     ask, other = namespace["ask"], namespace["other"]
     version = f"py{sys.version_info[0]}.{sys.version_info[1]}:"
-    assert code_digest(ask).startswith(version)
+    digest = code_digest(ask)
+    assert digest is not None and digest.startswith(version)
     assert code_digest(ask) != code_digest(other)
     cached_ask, cached_other = llm_cached(namespace="repl.f")(ask), llm_cached(namespace="repl.f")(other)
     assert cached_ask("x") == "x!" and cached_other("x") == "x?"
@@ -522,7 +524,7 @@ def test_the_library_s_own_callables_have_no_code_identity() -> None:
 
     # SDK entries must survive an upgrade of llm_memo's own code (the key format versions them).
     assert Identity(_sdk._answer).material() is None
-    memo = llm_cached(namespace="x")(complete)._self_memo
+    memo = memo_of(llm_cached(namespace="x")(complete))
     call = memo.prepare(None, ("m", "p"), {})
     assert call is not None
     assert set(json.loads(memo.material(call))["id"]) == {"code"}

@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 
 import pytest
+from _internals import memo_of
 
 from llm_memo import MemoryBackend, llm_cached
 
@@ -27,15 +28,22 @@ def test_calls_holding_none_keep_the_shortcut_and_nan_never_matches_them() -> No
         calls.append(1)
         return len(calls)
 
-    memo = chat._self_memo
-    history = [{"role": "assistant", "content": None}, {"role": "user", "content": "hi"}]
+    memo = memo_of(chat)
+    history: list[dict[str, Any]] = [
+        {"role": "assistant", "content": None},
+        {"role": "user", "content": "hi"},
+    ]
     assert chat(history) == 1
     assert len(memo._raw_keys) == 1  # remembered, although its JSON holds null
     assert chat(history) == 1
     # NaN and infinity are written as null too: never served the None call's answer.
     assert chat(history, max_tokens=math.nan) == 2
     assert chat(history, max_tokens=math.inf) == 3
-    assert chat([{"role": "assistant", "content": -math.inf}, {"role": "user", "content": "hi"}]) == 4
+    inf_history: list[dict[str, Any]] = [
+        {"role": "assistant", "content": -math.inf},
+        {"role": "user", "content": "hi"},
+    ]
+    assert chat(inf_history) == 4
     assert chat(history) == 1
     assert chat(history, max_tokens=math.nan) == 2
 

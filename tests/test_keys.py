@@ -476,7 +476,10 @@ def test_raw_shortcut_never_gives_two_different_values_one_key(value: Any, rnd: 
     def f(x: Any) -> None:
         return None
 
-    memo = f._self_memo
+    # Imported here: other processes import this module by its package path, without tests/ on sys.path.
+    from _internals import memo_of
+
+    memo = memo_of(f)
     twins = [value, _twin(value, rnd), _twin(value, rnd)]
     for twin in twins:
         # Each through the shortcut (remembered from an earlier twin, or not), and by the full walk.
