@@ -18,8 +18,10 @@ import random
 import threading
 import time
 import warnings
+from collections.abc import Generator
+from multiprocessing.context import ForkContext, ForkServerContext, SpawnContext
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from _fault_helpers import (
@@ -34,7 +36,7 @@ from _internals import memo_of
 
 from llm_memo import llm_cached
 from llm_memo._core import _MAX_RAW_BYTES, _RAW_ENTRY_OVERHEAD
-from llm_memo.backends import from_url
+from llm_memo.backends import StoredEntry, from_url
 from llm_memo.backends.disk import DiskBackend
 from llm_memo.backends.memory import MemoryBackend
 from llm_memo.backends.sqlite import SQLiteBackend
@@ -62,7 +64,8 @@ def _size(i: int) -> int:
 def _run_children(
     method: str, spec: str, namespace: str, processes: int, threads: int, keys: int, rounds: int
 ) -> list[dict[str, Any]]:
-    ctx = multiprocessing.get_context(method)
+    # Every start method's context has a Process class; the base class does not declare it.
+    ctx = cast(SpawnContext | ForkContext | ForkServerContext, multiprocessing.get_context(method))
     queue = ctx.Queue()
     procs = [
         ctx.Process(target=queue_worker, args=(queue, spec, namespace, w, keys, threads, rounds))
@@ -149,7 +152,8 @@ def test_children_started_after_the_parent_used_the_store(kind: str, method: str
         assert answer(i) == deterministic_answer(i, _size(i))
     assert answer(0) == deterministic_answer(0, _size(0)) and answer.cache_info().hits == 1
     backend = from_url(spec)
-    listing = backend.entries("inherited")
+    # The stores list lazily, with a generator: one a parent leaves open, and closes later.
+    listing = cast(Generator[StoredEntry, None, None], backend.entries("inherited"))
     next(listing)  # an unfinished iteration, as a parent might hold one while forking
     reports = _run_children(method, spec, "inherited", processes=3, threads=3, keys=keys, rounds=30)
     listing.close()

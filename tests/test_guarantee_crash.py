@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -239,7 +239,7 @@ def _stop_generators_at_every_point(backend: Any, rng: random.Random) -> None:
     produced: list[int] = []
 
     @llm_cached(backend=backend, namespace="stream")
-    def stream(x: int) -> Iterator[str]:
+    def stream(x: int) -> Generator[str, None, None]:
         for i in range(n):
             produced.append(i)
             if x == -1 and i == 3:
@@ -272,7 +272,7 @@ async def _stop_async_streams_at_every_point(backend: Any) -> None:
     n = 5
 
     @llm_cached(backend=backend, namespace="astream")
-    async def stream(x: int) -> AsyncIterator[str]:
+    async def stream(x: int) -> AsyncGenerator[str, None]:
         for i in range(n):
             await asyncio.sleep(0)
             yield f"token-{i}"
@@ -310,15 +310,18 @@ def test_answers_cut_short_are_not_stored(backend: Any, llm_server: Any) -> None
     """An SDK answer that stopped at max_tokens, was filtered, or whose stream broke."""
     memo_openai = pytest.importorskip("llm_memo.integrations.openai")
     import openai
+    from openai.types.chat import ChatCompletionMessageParam
 
     memo_openai.patch_openai(backend=backend)
     try:
         with openai.OpenAI(api_key="sk-test", base_url=llm_server.openai_base_url, max_retries=0) as client:
             for trigger in ("[length]", "[filter]"):
-                messages = [{"role": "user", "content": f"say more {trigger}"}]
+                messages: list[ChatCompletionMessageParam] = [
+                    {"role": "user", "content": f"say more {trigger}"}
+                ]
                 client.chat.completions.create(model="m", messages=messages)
                 list(client.chat.completions.create(model="m", messages=messages, stream=True))
-            broken = [{"role": "user", "content": "stream [stream-error]"}]
+            broken: list[ChatCompletionMessageParam] = [{"role": "user", "content": "stream [stream-error]"}]
             with pytest.raises(openai.APIError):
                 list(client.chat.completions.create(model="m", messages=broken, stream=True))
             stream = client.chat.completions.create(

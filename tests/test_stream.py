@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import inspect
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
 from typing import Any
 
 import pytest
@@ -468,7 +468,7 @@ def test_sync_return_value_is_kept_on_a_miss_and_replayed_on_a_hit() -> None:
 
 def test_sync_return_value_through_yield_from_and_a_plain_for_loop() -> None:
     @llm_cached
-    def numbered(n: int) -> Iterator[int]:
+    def numbered(n: int) -> Generator[int, None, int]:
         yield from range(n)
         return n * 10
 
@@ -496,7 +496,7 @@ def test_sync_return_value_through_yield_from_and_a_plain_for_loop() -> None:
 
 def test_sync_throw_reaches_a_live_generator_that_handles_it() -> None:
     @llm_cached
-    def tolerant(prompt: str) -> Iterator[str]:
+    def tolerant(prompt: str) -> Generator[str, None, None]:
         for i in range(3):
             try:
                 yield f"{prompt}{i}"
@@ -523,7 +523,7 @@ async def test_async_asend_reaches_a_live_generator_and_a_replay_ignores_it() ->
     received: list[Any] = []
 
     @llm_cached
-    async def chat(prompt: str) -> AsyncIterator[str]:
+    async def chat(prompt: str) -> AsyncGenerator[str, Any]:
         reply = yield f"{prompt}?"
         while reply is not None:
             received.append(reply)
