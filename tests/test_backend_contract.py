@@ -69,7 +69,7 @@ def store(
     cleanup: list[Callable[[], None]] = []
     if kind == "memory":
         backend: Backend = MemoryBackend(clock=clock)
-        advance = clock.advance
+        advance: Callable[[float], None] = clock.advance
     elif kind == "disk":
         import diskcache.core
 

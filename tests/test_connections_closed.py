@@ -14,6 +14,7 @@ import os
 import sys
 import threading
 import warnings
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,7 @@ def test_a_backend_dropped_without_close_closes_its_connections(kind: str, tmp_p
     async def ask(i: int) -> int:
         return i * 2
 
-    async def main(ask: Any) -> list[int]:
+    async def main(ask: Callable[[int], Awaitable[int]]) -> list[int]:
         return await asyncio.gather(*(ask(i % 4) for i in range(20)))
 
     with warnings.catch_warnings(record=True) as caught:

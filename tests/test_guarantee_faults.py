@@ -469,7 +469,7 @@ async def test_redis_outage_under_async_load_never_blocks_the_loop(
     strict = llm_cached(backend=backend, namespace="async-faults", strict=True)(answer)
     for i in range(5):
         assert await cached(i) == expected(i)
-    stop, gaps = asyncio.Event(), []
+    stop, gaps = asyncio.Event(), list[float]()
     beat = asyncio.create_task(_heartbeat(stop, gaps))
     with _always_running(server):
         (server.kill if fault == "kill" else server.stop)()

@@ -150,9 +150,9 @@ def test_a_raising_usage_property_breaks_neither_the_store_nor_a_hit() -> None:
 def test_a_stream_item_that_cannot_be_encoded_streams_on_and_stores_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from llm_memo import _stream
+    from llm_memo import _stream, serialize
 
-    real = _stream.verified_tree
+    real = serialize.verified_tree
 
     def fails_on_boom(item: Any, registry: Any) -> Any:
         if isinstance(item, Reply) and item.text == "boom":

@@ -219,7 +219,8 @@ def test_rich_types_are_supported_and_distinct() -> None:
 
 
 def test_pydantic_models_key_by_class_and_every_field() -> None:
-    pydantic = pytest.importorskip("pydantic")
+    pytest.importorskip("pydantic")
+    import pydantic
 
     class Message(pydantic.BaseModel):
         role: str
@@ -328,7 +329,7 @@ def test_uncacheable_argument_names_the_path_and_the_fix() -> None:
     def chat(messages: list[dict[str, Any]]) -> str:
         return "x"
 
-    messages = [{"role": "system", "content": "a"}, {"role": "user", "content": "b"}]
+    messages: list[dict[str, Any]] = [{"role": "system", "content": "a"}, {"role": "user", "content": "b"}]
     messages.append({"role": "user", "content": Opaque()})
     with pytest.raises(UncacheableArgument) as info:
         chat(messages)
