@@ -182,7 +182,7 @@ def test_streams_stopped_before_their_end_or_over_the_budget_store_nothing(
     from llm_memo.integrations import _sdk
 
     monkeypatch.setattr(_sdk, "DRAIN_BYTES", 0)
-    usage = {"stream_options": {"include_usage": True}}
+    usage: dict[str, Any] = {"stream_options": {"include_usage": True}}
     until(create(**CHAT, stream=True, **usage), finished)
     until(create(**CHAT, stream=True, **usage), finished)
     assert llm_server.count() == 4
@@ -212,7 +212,8 @@ def test_methods_bound_before_patching_are_cached(
             whole(create(**CHAT, stream=True))
             respond(**RESPONSE)
             embed(model="emb", input="x")
-            parsed = parse(**CHAT, response_format={"type": "json_object"})
+            # A plain response_format, not a model class: parse() takes it at run time too.
+            parsed = parse(**CHAT, response_format={"type": "json_object"})  # type: ignore[arg-type]
             ask(**ASK)
             ask_beta(**ASK)
             whole(ask(**ASK, stream=True))
